@@ -1,0 +1,46 @@
+"""Newton-Schulz orthogonalisation: G = U S V^T  ->  approximately U V^T.
+
+Keller Jordan, "Muon: An optimizer for hidden layers in neural networks" (2024),
+https://kellerjordan.github.io/posts/muon/ ; code https://github.com/KellerJordan/Muon
+
+With X_0 = G / ||G||_F (so every singular value is <= 1), each step applies the odd quintic
+
+    A = X X^T,    X <- a X + (b A + c A^2) X,    (a, b, c) = (3.4445, -4.7750, 2.0315)
+
+to the singular values, s -> a s + b s^3 + c s^5. The coefficients maximise the slope at zero, so
+five steps push every singular value into roughly [0.7, 1.2] rather than exactly 1; Muon does
+not need more. X is transposed to be wide (rows <= cols) so the Gram matrix A is the small one.
+
+The arithmetic is in bfloat16 by default, as in Keller Jordan's code and torch.optim.Muon; the
+operation order (addmm with beta=b, alpha=c; then beta=a) is torch.optim.Muon's, so a 2-D input
+gives bit-identical results. Inputs of shape (..., m, n) are orthogonalised matrix by matrix in
+one batched call (baddbmm).
+"""
+import torch
+from torch import Tensor
+
+NS5_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS5_COEFFICIENTS, eps: float = 1e-7,
+                  dtype: torch.dtype = torch.bfloat16) -> Tensor:
+    """Approximate the orthogonal polar factor U V^T of G (shape (m, n) or (..., m, n))."""
+    if G.ndim < 2:
+        raise ValueError(f"newton_schulz needs a matrix or a batch of matrices, got shape {tuple(G.shape)}")
+    a, b, c = coefficients
+    batch_shape = G.shape[:-2]
+    X = G.to(dtype)
+    if X.ndim > 3:  # baddbmm takes one batch dimension
+        X = X.reshape(-1, *G.shape[-2:])
+    tall = G.size(-2) > G.size(-1)
+    if tall:
+        X = X.mT
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    mm = torch.addmm if X.ndim == 2 else torch.baddbmm
+    for _ in range(steps):
+        A = X @ X.mT
+        B = mm(A, A, A, beta=b, alpha=c)
+        X = mm(X, B, X, beta=a)
+    if tall:
+        X = X.mT
+    return X.reshape(*batch_shape, *G.shape[-2:])

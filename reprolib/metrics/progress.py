@@ -1,0 +1,75 @@
+"""Training-progress summaries of loss curves.
+
+    ema(x, alpha):      s_0 = x_0,  s_t = alpha x_t + (1 - alpha) s_{t-1}
+    steps_to_target:    first x* with y(x*) = target on the (smoothed) curve,
+                        y linear between evaluations:
+                        x* = x_{i-1} + (target - y_{i-1}) (x_i - x_{i-1}) / (y_i - y_{i-1})
+    median_spread:      median, min, max and count over seeds, NaN dropped
+"""
+
+import math
+
+import numpy as np
+from scipy.signal import lfilter
+
+__all__ = ["ema", "steps_to_target", "median_spread"]
+
+
+def ema(values, alpha: float) -> np.ndarray:
+    """Exponential moving average, same length as values; alpha = 1 is the identity.
+
+    A NaN propagates to every later entry, as in the recurrence.
+    """
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return x
+    # the recurrence as an IIR filter; zi seeds s_{-1} = x_0 so that s_0 = x_0
+    s, _ = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * x[0]])
+    return s
+
+
+def steps_to_target(steps, values, target: float, smooth: float | None = None) -> float:
+    """First x (step or token count) at which the curve reaches values <= target.
+
+    With `smooth`, the curve is first replaced by ema(values, alpha=smooth).
+    The crossing is interpolated linearly between the two evaluations that
+    bracket it; returns steps[0] if values[0] <= target and inf if never
+    reached. If the evaluation before the crossing is not finite (NaN, inf)
+    there is nothing to interpolate from and the crossing step itself is
+    returned.
+    """
+    x = np.asarray(steps, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"steps and values must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if x.size == 0:
+        raise ValueError("steps and values are empty")
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("steps must be strictly increasing")
+    if smooth is not None:
+        y = ema(y, smooth)
+    hit = np.flatnonzero(y <= target)
+    if hit.size == 0:
+        return math.inf
+    i = int(hit[0])
+    if i == 0:
+        return float(x[0])
+    if not np.isfinite(y[i - 1]):
+        return float(x[i])
+    # y[i-1] > target >= y[i], so the slope is nonzero
+    return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+
+
+def median_spread(values) -> dict:
+    """dict(median, min, max, n) over the non-NaN values ("median over seeds, with spread").
+
+    Infinities are kept, so runs that never reach a target pull the median to
+    inf once they are the majority. With no non-NaN value the statistics are NaN.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return dict(median=math.nan, min=math.nan, max=math.nan, n=0)
+    return dict(median=float(np.median(v)), min=float(v.min()), max=float(v.max()), n=int(v.size))

@@ -1,0 +1,127 @@
+"""Muon: momentum orthogonalised by Newton-Schulz, for the matrix weights of hidden layers.
+
+Keller Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
+https://kellerjordan.github.io/posts/muon/ ; code https://github.com/KellerJordan/Muon.
+Also: Liu et al., "Muon is Scalable for LLM Training" (Moonlight), arXiv 2502.16982.
+
+For a matrix W with gradient G (torch.optim.Muon's conventions, which this matches exactly):
+
+    M <- beta M + (1 - beta) G                       (momentum buffer, beta = 0.95)
+    U  = (1 - beta) G + beta M    if nesterov else M
+    O  = NS5(U)                                      (reprolib.kernels.newton_schulz: ~ U V^T)
+    W <- W (1 - lr wd) - lr * scale(m, n) * O
+
+Two scale conventions are in use, both documented in torch.optim.Muon:
+    "original"        scale = sqrt(max(1, m / n))     Keller Jordan: O has unit spectral norm; the
+                                                      factor makes tall matrices' RMS match wide ones'.
+    "match_rms_adamw" scale = 0.2 * sqrt(max(m, n))   Moonlight: the update's RMS is about 0.2, like
+                                                      AdamW's, so Muon can share AdamW's lr and wd.
+m = rows = output features of nn.Linear. Stacked weights (E, m, n), e.g. MoE experts, are
+orthogonalised expert by expert.
+
+Embeddings, the output head, gains, biases and routers are not hidden-layer matrices: they go in
+groups with use_muon=False and are updated by AdamW (reprolib.optim.adamw_update), as in Keller
+Jordan's MuonWithAuxAdam.
+"""
+import math
+
+import torch
+from torch import Tensor
+
+from ..kernels import NS5_COEFFICIENTS, newton_schulz
+from .adamw import adamw_update
+
+LR_SCALES = ("original", "match_rms_adamw", "none")
+
+
+def muon_lr_scale(shape, convention: str = "original") -> float:
+    m, n = shape[-2], shape[-1]
+    if convention == "original":
+        return math.sqrt(max(1.0, m / n))
+    if convention == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(m, n))
+    if convention == "none":
+        return 1.0
+    raise ValueError(f"unknown lr_scale {convention!r}; valid: {LR_SCALES}")
+
+
+def muon_update(grad: Tensor, momentum_buffer: Tensor, beta: float = 0.95, nesterov: bool = True,
+                ns_steps: int = 5, coefficients=NS5_COEFFICIENTS, eps: float = 1e-7) -> Tensor:
+    """The orthogonalised direction O (before the lr and the shape scale); updates the buffer."""
+    momentum_buffer.lerp_(grad, 1 - beta)
+    update = grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
+    return newton_schulz(update, steps=ns_steps, coefficients=coefficients, eps=eps)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for groups with use_muon=True (the default), AdamW for groups with use_muon=False.
+
+    params: an iterable of matrices, or param groups (see `muon_param_groups`). Non-Muon groups
+    take `lr`, `betas`, `eps`, `weight_decay` like torch.optim.AdamW.
+    """
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
+                 ns_steps: int = 5, ns_coefficients=NS5_COEFFICIENTS, eps: float = 1e-7,
+                 weight_decay: float = 0.0, lr_scale: str = "original",
+                 betas=(0.9, 0.95), adamw_eps: float = 1e-8):
+        muon_lr_scale((1, 1), lr_scale)  # validates the convention name
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        ns_coefficients=tuple(ns_coefficients), eps=eps, weight_decay=weight_decay,
+                        lr_scale=lr_scale, betas=tuple(betas), adamw_eps=adamw_eps, use_muon=True)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if group["use_muon"] and p.ndim < 2:
+                    raise ValueError(f"Muon updates matrices; a parameter of shape {tuple(p.shape)} "
+                                     "belongs in a group with use_muon=False (AdamW)")
+
+    def _direction(self, p: Tensor, grad: Tensor, group: dict) -> Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        return muon_update(grad, state["momentum_buffer"], group["momentum"], group["nesterov"],
+                           group["ns_steps"], group["ns_coefficients"], group["eps"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["use_muon"]:
+                    direction = self._direction(p, p.grad, group)
+                    p.mul_(1 - lr * wd)
+                    p.add_(direction.to(p.dtype), alpha=-lr * muon_lr_scale(p.shape, group["lr_scale"]))
+                else:
+                    state = self.state[p]
+                    if "exp_avg" not in state:
+                        state["step"] = 0
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
+                    state["step"] += 1
+                    adamw_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr,
+                                 group["betas"], group["adamw_eps"], wd)
+        return loss
+
+
+def is_hidden_matrix(name: str, p: Tensor, exclude=("emb", "lm_head", "router")) -> bool:
+    """Muon's domain: >= 2-D weights of hidden layers (not embeddings, the head or a router)."""
+    return p.ndim >= 2 and not any(key in name for key in exclude)
+
+
+def muon_param_groups(model: torch.nn.Module, lr: float, adamw_lr: float, weight_decay: float = 0.0,
+                      adamw_weight_decay: float = 0.0, exclude=("emb", "lm_head", "router")) -> list:
+    """Split a model into a Muon group (hidden matrices) and an AdamW group (everything else)."""
+    hidden, other = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (hidden if is_hidden_matrix(name, p, exclude) else other).append(p)
+    groups = [dict(params=hidden, lr=lr, weight_decay=weight_decay, use_muon=True)]
+    if other:
+        groups.append(dict(params=other, lr=adamw_lr, weight_decay=adamw_weight_decay, use_muon=False))
+    return groups

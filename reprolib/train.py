@@ -1,0 +1,181 @@
+"""One readable training loop, a language-model wrapper around it, and a multi-seed runner.
+
+    hist = train_lm(model, opt, corpus.train, corpus.val, steps=1000, batch_size=32, seq_len=256,
+                    generator=run.seed(0), eval_every=100)
+    hist.val_loss[-1], hist.tokens, steps_to_target(hist.tokens, hist.val_loss, target)
+
+The loop is step-based: a learning-rate schedule (linear warm-up, then cosine, linear or constant)
+multiplies every param group's base lr; evaluation runs on a schedule; a `probe` can look at the
+exact parameter change of chosen steps (theta_{t+1} - theta_t), which the curvature and
+update-geometry notebooks measure. On CUDA the forward and backward run under bf16 autocast
+(weights, optimizer state and the loss stay fp32); `compile=True` wraps the model in
+torch.compile. The training loss is accumulated on the device so no step waits for the host.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .data import lm_batch, lm_eval_batches
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_multiplier(step: int, total: int, warmup: int = 0, kind: str = "cosine", final: float = 0.0) -> float:
+    """lr(step) / base lr: linear warm-up over `warmup` steps, then decay to `final` at `total`."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; valid: {SCHEDULES}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1 - progress
+    return final + (1 - final) * shape
+
+
+@dataclass
+class History:
+    steps: list = field(default_factory=list)       # optimizer steps done at each evaluation
+    tokens: list = field(default_factory=list)      # examples (tokens for LMs) seen at each evaluation
+    val_loss: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)  # mean training loss since the previous evaluation
+    time_s: list = field(default_factory=list)      # wall-clock seconds at each evaluation
+    probes: list = field(default_factory=list)      # dicts returned by the probe, with their step
+    step_time_s: float = float("nan")                # mean wall seconds per step, evals and probes excluded
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def autocast(device: torch.device, amp: bool):
+    enabled = amp and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_batch: Callable[[int], tuple],
+          loss_fn: Callable, steps: int, evaluate: Callable[[torch.nn.Module], float], eval_every: int,
+          warmup: int = 0, schedule: str = "cosine", final_lr: float = 0.0, examples_per_step: int = 1,
+          amp: bool = True, grad_clip: float | None = None, probe: Callable | None = None,
+          probe_every: int | None = None, progress: bool = True, desc: str = "") -> History:
+    """Train for `steps` optimizer steps; evaluate at step 0, every `eval_every` steps and at the end.
+
+    loss_fn(model, batch) -> scalar loss to minimise; evaluate(model) -> float (e.g. val loss);
+    probe(step, model, before, batch) -> dict, called after the steps divisible by probe_every,
+    with `before` the parameters (list, model.parameters() order) before that step.
+    """
+    if steps < 1 or eval_every < 1:
+        raise ValueError(f"steps={steps} and eval_every={eval_every} must be >= 1")
+    device = next(model.parameters()).device
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    params = list(model.parameters())
+    hist, running, n_running = History(), torch.zeros((), device=device), 0
+    t0 = time.perf_counter()
+    overhead = 0.0  # seconds spent in evaluations and probes
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=desc, leave=False, mininterval=5, file=sys.stderr)
+
+    def log(step):
+        nonlocal overhead
+        t = time.perf_counter()
+        model.eval()
+        with torch.no_grad(), autocast(device, amp):
+            val = float(evaluate(model))
+        model.train()
+        hist.steps.append(step)
+        hist.tokens.append(step * examples_per_step)
+        hist.val_loss.append(val)
+        hist.train_loss.append(float(running) / n_running if n_running else float("nan"))
+        hist.time_s.append(time.perf_counter() - t0)
+        overhead += time.perf_counter() - t
+
+    model.train()
+    log(0)
+    for step in range(steps):
+        mult = lr_multiplier(step, steps, warmup, schedule, final_lr)
+        for g, lr in zip(optimizer.param_groups, base_lrs):
+            g["lr"] = lr * mult
+        batch = next_batch(step)
+        with autocast(device, amp):
+            loss = loss_fn(model, batch)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        probing = probe is not None and probe_every and (step + 1) % probe_every == 0
+        before = [p.detach().clone() for p in params] if probing else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += loss.detach()
+        n_running += 1
+        if probing:
+            t = time.perf_counter()
+            hist.probes.append(dict(step=step + 1, **probe(step + 1, model, before, batch)))
+            overhead += time.perf_counter() - t
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            log(step + 1)
+            if not math.isfinite(hist.val_loss[-1]):
+                print(f"{desc}: val loss {hist.val_loss[-1]} at step {step + 1}; stopping this run")
+                break
+            running, n_running = torch.zeros((), device=device), 0
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    hist.step_time_s = (hist.time_s[-1] - overhead) / max(1, hist.steps[-1])
+    return hist
+
+
+def lm_loss(aux_coef: float = 0.0) -> Callable:
+    """Cross-entropy (plus aux_coef times the model's MoE load-balancing loss)."""
+    def loss_fn(model, batch):
+        x, y = batch
+        _, loss = model(x, y)
+        return loss + aux_coef * model.aux_loss if aux_coef else loss
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate_lm(model, batches) -> float:
+    """Mean next-token cross-entropy (nats) over fixed evaluation batches."""
+    return sum(float(model(x, y)[1]) for x, y in batches) / len(batches)
+
+
+def train_lm(model, optimizer, train_tokens: torch.Tensor, val_tokens: torch.Tensor, *, steps: int,
+             batch_size: int, seq_len: int, generator: torch.Generator, eval_every: int,
+             eval_batches: int = 8, eval_batch_size: int | None = None, warmup: int | float = 0.0,
+             aux_coef: float = 0.0, **kwargs) -> History:
+    """Train a language model on random windows of `train_tokens`; evaluate on fixed val windows.
+    `warmup` below 1 is a fraction of `steps`. Token tensors should already be on the device."""
+    val = lm_eval_batches(val_tokens, eval_batch_size or batch_size, seq_len, eval_batches)
+    warmup_steps = int(warmup * steps) if warmup < 1 else int(warmup)
+    return train(model, optimizer, lambda step: lm_batch(train_tokens, batch_size, seq_len, generator),
+                 lm_loss(aux_coef), steps, lambda m: evaluate_lm(m, val), eval_every,
+                 warmup=warmup_steps, examples_per_step=batch_size * seq_len, **kwargs)
+
+
+def multi_seed(fn: Callable[[int], object], seeds) -> list:
+    """[fn(seed) for seed in seeds]: the runner every notebook uses, so a reader sees the seeds."""
+    return [fn(seed) for seed in seeds]
+
+
+@dataclass
+class Tuned:
+    best_lr: float
+    sweep: dict   # lr -> result of the tuning seed
+    runs: list    # one result per seed at best_lr (the tuning seed's run is reused)
+
+
+def tune_then_repeat(fn: Callable[[float, int], object], lrs, seeds, score: Callable = None) -> Tuned:
+    """Tune the lr on seeds[0] over `lrs` (lowest score wins; default: final val loss, NaN loses),
+    then run the other seeds at the best lr: the equal-budget protocol the optimizer notebooks use."""
+    score = score or (lambda h: h.val_loss[-1] if math.isfinite(h.val_loss[-1]) else float("inf"))
+    sweep = {lr: fn(lr, seeds[0]) for lr in lrs}
+    best = min(sweep, key=lambda lr: score(sweep[lr]))
+    return Tuned(best, sweep, [sweep[best]] + [fn(best, s) for s in seeds[1:]])
