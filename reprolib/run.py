@@ -181,6 +181,8 @@ class Run:
         seed_everything(self.seeds[0])
         if self.smoke:
             torch.use_deterministic_algorithms(True, warn_only=True)
+            if self.device.type == "cpu":
+                torch.set_num_threads(1)  # tiny ops: threads cost more than they give, and CI runs 2 notebooks at once
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True

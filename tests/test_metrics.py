@@ -322,6 +322,10 @@ def test_ema():
     assert np.allclose(ema(x, 0.3), expected, rtol=1e-14)
     with pytest.raises(ValueError, match="alpha"):
         ema(x, 0.0)
+    # a diverged run stays diverged; NaN does not leak backwards
+    assert np.array_equal(ema([1.0, 3.0, math.inf, 2.0], 0.5), [1.0, 2.0, math.inf, math.inf])
+    out = ema([1.0, 3.0, math.nan, 2.0], 0.5)
+    assert np.array_equal(out[:2], [1.0, 2.0]) and np.isnan(out[2:]).all()
 
 
 def test_steps_to_target_interpolates():

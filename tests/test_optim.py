@@ -14,6 +14,7 @@ from reprolib.kernels import newton_schulz
 from reprolib.models import GPT, GPTConfig
 from reprolib.optim import OPTIMIZERS, Muon, NorMuon, make_optimizer, muon_lr_scale, muon_param_groups
 
+BF16 = torch.bfloat16  # torch.optim.Muon's and the official code's precision
 SHAPES = [(48, 32), (32, 48), (40, 40)]
 
 
@@ -37,7 +38,7 @@ def _params(seed=0, shapes=SHAPES):
 @pytest.mark.parametrize("lr_scale", ["original", "match_rms_adamw"])
 def test_muon_matches_torch_optim_muon(nesterov, lr_scale):
     a, b = _params()
-    ours = Muon(a, lr=0.02, weight_decay=0.1, nesterov=nesterov, lr_scale=lr_scale)
+    ours = Muon(a, lr=0.02, weight_decay=0.1, nesterov=nesterov, lr_scale=lr_scale, ns_dtype=BF16)
     theirs = torch.optim.Muon(b, lr=0.02, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn=lr_scale)
     _run_pair(ours, theirs, a, b)
     for pa, pb in zip(a, b):
@@ -46,7 +47,7 @@ def test_muon_matches_torch_optim_muon(nesterov, lr_scale):
 
 def test_oracle_catches_a_changed_coefficient():
     a, b = _params()
-    ours, theirs = Muon(a, lr=0.02), torch.optim.Muon(b, lr=0.02)
+    ours, theirs = Muon(a, lr=0.02, ns_dtype=BF16), torch.optim.Muon(b, lr=0.02)
     changed = (3.4445, -4.7750, 2.0415)
     for group in ours.param_groups:
         group["ns_coefficients"] = changed
@@ -75,7 +76,7 @@ def official_normuon_step(p, grad, m, v, lr, beta=0.95, beta2=0.95):
     """The official normuon_update, transcribed (Newton-Schulz from reprolib, tested above)."""
     m.lerp_(grad, 1 - beta)
     u = grad.lerp(m, beta)
-    O = newton_schulz(u).float()
+    O = newton_schulz(u, dtype=BF16).float()
     vnorm = O.norm()
     v.lerp_((O * O).mean(dim=-1, keepdim=True), 1 - beta2)
     O = O * (1 / (v.sqrt() + 1e-10))
@@ -86,7 +87,7 @@ def official_normuon_step(p, grad, m, v, lr, beta=0.95, beta2=0.95):
 
 def test_normuon_matches_official_equations():
     a, b = _params()
-    ours = NorMuon(a, lr=0.02)
+    ours = NorMuon(a, lr=0.02, ns_dtype=BF16)
     state = [(torch.zeros_like(p), torch.zeros(p.shape[0], 1)) for p in b]
     g = torch.Generator().manual_seed(1)
     for _ in range(10):
@@ -120,7 +121,7 @@ def test_normuon_close_to_pytorch_optimizer():
     po = pytest.importorskip("pytorch_optimizer")
     shapes = [(32, 48), (40, 40)]  # wide or square: the shape scale is 1 in both conventions
     a, b = _params(shapes=shapes)
-    ours = NorMuon(a, lr=0.02)
+    ours = NorMuon(a, lr=0.02, ns_dtype=BF16)
     theirs = po.NorMuon([dict(params=b, use_muon=True)], lr=0.02, momentum=0.95, beta2=0.95,
                         weight_decay=0.0, nesterov=True, ns_steps=5, eps=1e-10)
     _run_pair(ours, theirs, a, b, steps=5)
@@ -131,11 +132,12 @@ def test_normuon_close_to_pytorch_optimizer():
 
 def test_newton_schulz_batched_equals_per_matrix():
     G = torch.randn(3, 2, 24, 40)
-    out = newton_schulz(G)
+    out = newton_schulz(G, dtype=BF16)
     assert out.shape == G.shape
     for i in range(3):
         for j in range(2):
-            torch.testing.assert_close(out[i, j].float(), newton_schulz(G[i, j]).float(), atol=2e-2, rtol=0)
+            torch.testing.assert_close(out[i, j].float(), newton_schulz(G[i, j], dtype=BF16).float(), atol=2e-2, rtol=0)
+    assert newton_schulz(G).dtype == torch.float32  # the CPU default
 
 
 def test_newton_schulz_singular_values_near_one():

@@ -23,7 +23,8 @@ from einops import rearrange
 
 from .corpus import TokenCorpus
 
-MAX_CONTEXTS = 2 ** 20
+MAX_CONTEXTS = 2 ** 20   # V^k rows
+MAX_ENTRIES = 2 ** 25    # V^(k+1) probabilities: P and its CDF table at 8 bytes each, 512 MiB
 
 
 def _cdf_table(P: np.ndarray) -> np.ndarray:
@@ -50,9 +51,10 @@ def markov_model(vocab_size: int = 64, order: int = 2, concentration: float = 0.
     V, k = vocab_size, order
     if k < 1 or V < 2:
         raise ValueError(f"need vocab_size >= 2 and order >= 1, got {V}, {k}")
-    if V ** k > MAX_CONTEXTS:
-        raise ValueError(f"vocab_size**order = {V ** k} contexts > 2**20: the dense [V^k, V] transition table "
-                         f"and its sampling table would need {V ** (k + 1) * 16 / 2 ** 30:.1f} GiB")
+    if V ** k > MAX_CONTEXTS or V ** (k + 1) > MAX_ENTRIES:
+        raise ValueError(f"vocab_size**order = {V ** k} contexts (limit 2**20) with {V} next-token probabilities "
+                         f"each (limit 2**25 in all): the dense transition table and its sampling table would "
+                         f"need {V ** (k + 1) * 16 / 2 ** 30:.1f} GiB; lower vocab_size or order")
     P = np.random.default_rng(seed).dirichlet(np.full(V, concentration), size=V ** k)
     pi = np.full(V ** k, V ** -k)
     for _ in range(1_000_000):

@@ -18,15 +18,23 @@ __all__ = ["ema", "steps_to_target", "median_spread"]
 def ema(values, alpha: float) -> np.ndarray:
     """Exponential moving average, same length as values; alpha = 1 is the identity.
 
-    A NaN propagates to every later entry, as in the recurrence.
+    As in the recurrence, a NaN or inf (a diverged run) makes every later
+    entry NaN or inf.
     """
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
     x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return x
+    if x.size == 0 or alpha == 1:
+        return x.copy()
     # the recurrence as an IIR filter; zi seeds s_{-1} = x_0 so that s_0 = x_0
     s, _ = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * x[0]])
+    bad = ~np.isfinite(x)
+    if bad.any():
+        # lfilter's state update multiplies inf by 0 (NaN); past the first
+        # non-finite x the recurrence is just the running sum of the infinities
+        i = int(bad.argmax())
+        with np.errstate(invalid="ignore"):  # inf + -inf = NaN is intended
+            s[i:] = np.cumsum(np.where(bad[i:], x[i:], 0.0))
     return s
 
 

@@ -8,7 +8,8 @@ For a matrix W with gradient G (torch.optim.Muon's conventions, which this match
 
     M <- beta M + (1 - beta) G                       (momentum buffer, beta = 0.95)
     U  = (1 - beta) G + beta M    if nesterov else M
-    O  = NS5(U)                                      (reprolib.kernels.newton_schulz: ~ U V^T)
+    O  = NS5(U)                                      (reprolib.kernels.newton_schulz: ~ U V^T;
+                                                      bf16 on CUDA, fp32 on the CPU, `ns_dtype`)
     W <- W (1 - lr wd) - lr * scale(m, n) * O
 
 Two scale conventions are in use, both documented in torch.optim.Muon:
@@ -46,11 +47,12 @@ def muon_lr_scale(shape, convention: str = "original") -> float:
 
 
 def muon_update(grad: Tensor, momentum_buffer: Tensor, beta: float = 0.95, nesterov: bool = True,
-                ns_steps: int = 5, coefficients=NS5_COEFFICIENTS, eps: float = 1e-7) -> Tensor:
+                ns_steps: int = 5, coefficients=NS5_COEFFICIENTS, eps: float = 1e-7,
+                ns_dtype: torch.dtype | None = None) -> Tensor:
     """The orthogonalised direction O (before the lr and the shape scale); updates the buffer."""
     momentum_buffer.lerp_(grad, 1 - beta)
     update = grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
-    return newton_schulz(update, steps=ns_steps, coefficients=coefficients, eps=eps)
+    return newton_schulz(update, steps=ns_steps, coefficients=coefficients, eps=eps, dtype=ns_dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -63,11 +65,12 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5, ns_coefficients=NS5_COEFFICIENTS, eps: float = 1e-7,
                  weight_decay: float = 0.0, lr_scale: str = "original",
-                 betas=(0.9, 0.95), adamw_eps: float = 1e-8):
+                 betas=(0.9, 0.95), adamw_eps: float = 1e-8, ns_dtype: torch.dtype | None = None):
         muon_lr_scale((1, 1), lr_scale)  # validates the convention name
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                         ns_coefficients=tuple(ns_coefficients), eps=eps, weight_decay=weight_decay,
-                        lr_scale=lr_scale, betas=tuple(betas), adamw_eps=adamw_eps, use_muon=True)
+                        lr_scale=lr_scale, betas=tuple(betas), adamw_eps=adamw_eps, use_muon=True,
+                        ns_dtype=ns_dtype)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -80,7 +83,7 @@ class Muon(torch.optim.Optimizer):
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p)
         return muon_update(grad, state["momentum_buffer"], group["momentum"], group["nesterov"],
-                           group["ns_steps"], group["ns_coefficients"], group["eps"])
+                           group["ns_steps"], group["ns_coefficients"], group["eps"], group["ns_dtype"])
 
     @torch.no_grad()
     def step(self, closure=None):

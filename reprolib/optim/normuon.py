@@ -50,4 +50,4 @@ class NorMuon(Muon):
             state["second_momentum_buffer"] = torch.zeros_like(p[..., :1], dtype=torch.float32)
         return normuon_update(grad, state["momentum_buffer"], state["second_momentum_buffer"],
                               group["momentum"], group["beta2"], group["nesterov"], group["ns_steps"],
-                              group["eps"], coefficients=group["ns_coefficients"])
+                              group["eps"], coefficients=group["ns_coefficients"], ns_dtype=group["ns_dtype"])

