@@ -191,6 +191,12 @@ class Run:
     smoke = property(lambda self: self.scale == "smoke")
     full = property(lambda self: self.scale == "full")
 
+    @property
+    def compile(self) -> bool:
+        """Use torch.compile for training: on CUDA only (it halves step time on our small GPTs after a
+        ~30 s compile per model shape; on the CPU the compile costs more than a smoke run)."""
+        return self.device.type == "cuda"
+
     def pick(self, smoke, full):
         """The value for this run's scale: `steps = run.pick(smoke=30, full=1000)`."""
         return smoke if self.smoke else full

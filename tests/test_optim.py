@@ -185,3 +185,24 @@ def test_muon_rejects_vectors_and_unknown_names():
         Muon([torch.nn.Parameter(torch.zeros(3))])
     with pytest.raises(ValueError, match="valid"):
         make_optimizer("sgdx", _tiny_gpt(), lr=0.1)
+
+
+@pytest.mark.parametrize("cls", [Muon, NorMuon])
+def test_batched_same_shape_step_equals_one_matrix_at_a_time(cls):
+    """The optimizer stacks same-shape matrices into one Newton-Schulz call; in fp32 that must give
+    what each matrix gets alone."""
+    shapes = [(24, 16)] * 3 + [(16, 24)] * 2 + [(2, 12, 8)]
+    a, _ = _params(shapes=shapes)
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    together = cls(a, lr=0.02, ns_dtype=torch.float32)
+    apart = [cls([p], lr=0.02, ns_dtype=torch.float32) for p in alone]
+    g = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        for pa, pb in zip(a, alone):
+            pa.grad = torch.randn(pa.shape, generator=g)
+            pb.grad = pa.grad.clone()
+        together.step()
+        for opt in apart:
+            opt.step()
+    for pa, pb in zip(a, alone):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)

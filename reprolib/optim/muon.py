@@ -46,13 +46,20 @@ def muon_lr_scale(shape, convention: str = "original") -> float:
     raise ValueError(f"unknown lr_scale {convention!r}; valid: {LR_SCALES}")
 
 
-def muon_update(grad: Tensor, momentum_buffer: Tensor, beta: float = 0.95, nesterov: bool = True,
-                ns_steps: int = 5, coefficients=NS5_COEFFICIENTS, eps: float = 1e-7,
-                ns_dtype: torch.dtype | None = None) -> Tensor:
-    """The orthogonalised direction O (before the lr and the shape scale); updates the buffer."""
-    momentum_buffer.lerp_(grad, 1 - beta)
-    update = grad.lerp(momentum_buffer, beta) if nesterov else momentum_buffer
-    return newton_schulz(update, steps=ns_steps, coefficients=coefficients, eps=eps, dtype=ns_dtype)
+def muon_update(grads, momentum_buffers, beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
+                coefficients=NS5_COEFFICIENTS, eps: float = 1e-7, ns_dtype: torch.dtype | None = None) -> Tensor:
+    """The orthogonalised direction O (before the lr and the shape scale); updates the buffers.
+
+    grads, momentum_buffers: one tensor each, or equal-length lists of same-shape tensors; a list
+    is orthogonalised in one batched Newton-Schulz call and O is stacked along a new first dim.
+    """
+    single = isinstance(grads, Tensor)
+    grads, bufs = ([grads], [momentum_buffers]) if single else (list(grads), list(momentum_buffers))
+    torch._foreach_lerp_(bufs, grads, 1 - beta)
+    U = torch._foreach_lerp(grads, bufs, beta) if nesterov else bufs
+    U = U[0] if len(U) == 1 else torch.stack(U)
+    O = newton_schulz(U, steps=ns_steps, coefficients=coefficients, eps=eps, dtype=ns_dtype)
+    return O if single or len(grads) > 1 else O[None]
 
 
 class Muon(torch.optim.Optimizer):
@@ -78,12 +85,20 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"Muon updates matrices; a parameter of shape {tuple(p.shape)} "
                                      "belongs in a group with use_muon=False (AdamW)")
 
-    def _direction(self, p: Tensor, grad: Tensor, group: dict) -> Tensor:
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        return muon_update(grad, state["momentum_buffer"], group["momentum"], group["nesterov"],
-                           group["ns_steps"], group["ns_coefficients"], group["eps"], group["ns_dtype"])
+    def _buffers(self, params, key: str, like=None) -> list[Tensor]:
+        out = []
+        for p in params:
+            state = self.state[p]
+            if key not in state:
+                state[key] = torch.zeros_like(p) if like is None else like(p)
+            out.append(state[key])
+        return out
+
+    def _directions(self, params: list[Tensor], group: dict) -> Tensor:
+        """Stacked directions (k, *shape) for k same-shape matrices."""
+        return muon_update([p.grad for p in params], self._buffers(params, "momentum_buffer"), group["momentum"],
+                           group["nesterov"], group["ns_steps"], group["ns_coefficients"], group["eps"],
+                           group["ns_dtype"])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -93,22 +108,24 @@ class Muon(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if group["use_muon"]:
-                    direction = self._direction(p, p.grad, group)
-                    p.mul_(1 - lr * wd)
-                    p.add_(direction.to(p.dtype), alpha=-lr * muon_lr_scale(p.shape, group["lr_scale"]))
-                else:
-                    state = self.state[p]
-                    if "exp_avg" not in state:
-                        state["step"] = 0
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["step"] += 1
-                    adamw_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr,
-                                 group["betas"], group["adamw_eps"], wd)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group["use_muon"]:
+                by_shape = {}
+                for p in params:  # one batched Newton-Schulz per shape: few launches on small models
+                    by_shape.setdefault((tuple(p.shape), p.dtype), []).append(p)
+                for (shape, dtype), ps in by_shape.items():
+                    O = self._directions(ps, group).to(dtype)
+                    if wd:
+                        torch._foreach_mul_(ps, 1 - lr * wd)
+                    torch._foreach_add_(ps, list(O.unbind(0)), alpha=-lr * muon_lr_scale(shape, group["lr_scale"]))
+            else:
+                state0 = self.state[params[0]]
+                state0["step"] = state0.get("step", 0) + 1  # a group's tensors step together
+                adamw_update(params, [p.grad for p in params], self._buffers(params, "exp_avg"),
+                             self._buffers(params, "exp_avg_sq"), state0["step"], lr, group["betas"],
+                             group["adamw_eps"], wd)
         return loss
 
 

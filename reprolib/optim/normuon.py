@@ -23,14 +23,19 @@ from torch import Tensor
 from .muon import Muon, muon_update
 
 
-def normuon_update(grad: Tensor, momentum_buffer: Tensor, second_momentum: Tensor, beta: float = 0.95,
-                   beta2: float = 0.95, nesterov: bool = True, ns_steps: int = 5, eps: float = 1e-7,
-                   **ns_kwargs) -> Tensor:
-    """Row-normalised orthogonal direction (before lr and shape scale); updates both buffers."""
-    O = muon_update(grad, momentum_buffer, beta, nesterov, ns_steps, eps=eps, **ns_kwargs).float()
+def normuon_update(grads, momentum_buffers, second_momenta, beta: float = 0.95, beta2: float = 0.95,
+                   nesterov: bool = True, ns_steps: int = 5, eps: float = 1e-7, **ns_kwargs) -> Tensor:
+    """Row-normalised orthogonal direction (before lr and shape scale); updates the buffers.
+    Takes one tensor each or lists of same-shape tensors (stacked result), like muon_update."""
+    single = isinstance(grads, Tensor)
+    O = muon_update(grads, momentum_buffers, beta, nesterov, ns_steps, eps=eps, **ns_kwargs).float()
+    vs = [second_momenta] if single else list(second_momenta)
+    v = vs[0] if single else torch.stack(vs)
+    v.lerp_(O.square().mean(dim=-1, keepdim=True), 1 - beta2)
+    if not single:
+        torch._foreach_copy_(vs, list(v.unbind(0)))
     norm_O = O.norm(dim=(-2, -1), keepdim=True)
-    second_momentum.lerp_(O.square().mean(dim=-1, keepdim=True), 1 - beta2)
-    O_hat = O / (second_momentum.sqrt() + 1e-10)
+    O_hat = O / (v.sqrt() + 1e-10)
     return O_hat * (norm_O / (O_hat.norm(dim=(-2, -1), keepdim=True) + 1e-10))
 
 
@@ -43,11 +48,9 @@ class NorMuon(Muon):
         for group in self.param_groups:
             group.setdefault("beta2", beta2)
 
-    def _direction(self, p: Tensor, grad: Tensor, group: dict) -> Tensor:
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-            state["second_momentum_buffer"] = torch.zeros_like(p[..., :1], dtype=torch.float32)
-        return normuon_update(grad, state["momentum_buffer"], state["second_momentum_buffer"],
+    def _directions(self, params, group):
+        second = self._buffers(params, "second_momentum_buffer",
+                               lambda p: torch.zeros_like(p[..., :1], dtype=torch.float32))
+        return normuon_update([p.grad for p in params], self._buffers(params, "momentum_buffer"), second,
                               group["momentum"], group["beta2"], group["nesterov"], group["ns_steps"],
                               group["eps"], coefficients=group["ns_coefficients"], ns_dtype=group["ns_dtype"])
