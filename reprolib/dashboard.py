@@ -23,16 +23,16 @@ def load_results(root: Path) -> list[dict]:
 
 def render(root: Path | None = None) -> str:
     root = root or repo_root()
-    rows = ["| paper | claims held | verdict | seeds | device | GPU min | figure |",
+    rows = ["| paper | claims (held / not held) | verdict | seeds | device | GPU min | figure |",
             "|---|---|---|---|---|---|---|"]
     total = 0.0
-    for r in load_results(root):
+    for r in sorted(load_results(root), key=lambda r: r["paper"]["id"]):
         p = r["paper"]
-        held = sum(bool(c["passed"]) for c in r["claims"])
+        held = ", ".join(f"{c['name']} {'✓' if c['passed'] else '✗'}" for c in r["claims"])
         fig = f"[png]({r['_dir']}/{r['figures'][0]}.png)" if r.get("figures") else ""
         device = r["device"].split(": ", 1)[-1]
         total += float(r.get("gpu_minutes") or 0)
-        rows.append(f"| {p['id']} [{p['title']}](https://arxiv.org/abs/{p['arxiv']}) | {held}/{len(r['claims'])} | "
+        rows.append(f"| {p['id']} [{p['title']}](https://arxiv.org/abs/{p['arxiv']}) | {held} | "
                     f"**{r['verdict']}** | {len(r['seeds'])} | {device} | {r.get('gpu_minutes', 0):.1f} | {fig} |")
     rows.append(f"\n{len(rows) - 2} notebooks; `make figures` costs about **{total:.0f} GPU minutes** on one GPU "
                 "(sum of the committed runs' wall time).")

@@ -53,8 +53,8 @@ def notebook_path(slug: str, root: Path | None = None) -> Path | None:
 
 
 def source_hash(slug: str, root: Path | None = None) -> str:
-    """sha256 of the library's source and the notebook's cell sources (not outputs, not the
-    parameters papermill injects): equal hashes mean a rerun would run the same code."""
+    """sha256 of the library's source and the notebook's code cells (not markdown, not outputs, not
+    the parameters papermill injects): equal hashes mean a rerun would run the same code."""
     root = root or repo_root()
     h = hashlib.sha256()
     for path in sorted((root / "reprolib").rglob("*.py")):
@@ -63,7 +63,7 @@ def source_hash(slug: str, root: Path | None = None) -> str:
     nb = notebook_path(slug, root)
     if nb is not None:
         for cell in json.loads(nb.read_text())["cells"]:
-            if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            if cell["cell_type"] != "code" or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
                 continue
             src = cell["source"]
             h.update(("".join(src) if isinstance(src, list) else src).encode())

@@ -133,5 +133,11 @@ def test_source_hash_changes_with_the_notebook(tmp_path):
     h1 = source_hash("s", tmp_path)
     nb.write_text(json.dumps(dict(cells=[cell("x = 1"), cell("scale='smoke'", ["injected-parameters"])])))
     assert source_hash("s", tmp_path) == h1  # papermill's injected parameters do not count
+    md = dict(cell_type="markdown", source="## Discussion, written after the run", metadata={})
+    nb.write_text(json.dumps(dict(cells=[cell("x = 1"), md])))
+    assert source_hash("s", tmp_path) == h1  # prose does not change what runs
     nb.write_text(json.dumps(dict(cells=[cell("x = 2")])))
     assert source_hash("s", tmp_path) != h1
+    h2 = source_hash("s", tmp_path)
+    (tmp_path / "reprolib" / "x.py").write_text("a = 2\n")
+    assert source_hash("s", tmp_path) != h2  # a library change counts
