@@ -6,6 +6,7 @@
 #   make lab                 JupyterLab with the project's kernel
 #   make dashboard           regenerate the README's results table from figures/*/results.json
 #   make site                HTML pages of every notebook under build/site/
+#   make bench               Newton-Schulz and optimizer-step timings on a CUDA GPU -> figures/_bench/
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ NB ?=
 FORCE ?=
 export MPLBACKEND ?= Agg
 
-.PHONY: setup test figures smoke lab dashboard site clean
+.PHONY: setup test figures smoke lab dashboard site clean bench
 
 setup: $(VENV)/.done
 
@@ -60,3 +61,6 @@ site: setup
 
 clean:
 	rm -rf .smoke build
+
+bench: setup
+	$(BIN)/python -m reprolib.bench --out figures/_bench
