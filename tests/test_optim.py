@@ -154,7 +154,8 @@ def _tiny_gpt(mlp="dense"):
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_trains_a_tiny_gpt(name):
     model = _tiny_gpt("moe")
-    opt = make_optimizer(name, model, lr={"adamw": 3e-3}.get(name, 0.02), adamw_lr=3e-3)
+    lrs = {"adamw": 3e-3, "lion": 3e-3, "stable_spam": 3e-3, "conda": 3e-3, "sinkgd": 3e-3, "auon": 0.05}
+    opt = make_optimizer(name, model, lr=lrs.get(name, 0.02), adamw_lr=3e-3)
     x = torch.randint(0, 32, (16, 16))
     y = torch.roll(x, -1, dims=1)
     first = None
