@@ -87,7 +87,7 @@ def test_markov_deterministic_in_seed():
 def test_markov_guard_and_speed():
     with pytest.raises(ValueError, match="2\\*\\*20"):
         markov_language(vocab_size=64, order=4)
-    assert _best_time(lambda: markov_language(n_train=1_000_000, n_val=0), limit=1.0) < 1.0
+    assert _best_time(lambda: markov_language(n_train=1_000_000, n_val=0), limit=5.0) < 5.0  # ~0.35 s; a per-token loop takes minutes
 
 
 # ---------------------------------------------------------------- zipf_pcfg
@@ -133,7 +133,7 @@ def test_pcfg_deterministic_and_fast():
     a, b, c = (zipf_pcfg(1.0, n_train=30_000, n_val=3_000, seed=s) for s in (1, 1, 2))
     assert torch.equal(a.train, b.train) and torch.equal(a.val, b.val)
     assert not torch.equal(a.train, c.train)
-    assert _best_time(lambda: zipf_pcfg(1.0, n_train=1_000_000, n_val=0), limit=2.0) < 2.0
+    assert _best_time(lambda: zipf_pcfg(1.0, n_train=1_000_000, n_val=0), limit=10.0) < 10.0  # ~0.5 s; generous for shared machines
 
 
 # ---------------------------------------------------------------- shakespeare

@@ -367,3 +367,19 @@ def test_median_spread():
     assert out == dict(median=math.inf, min=1.0, max=math.inf, n=3)
     out = median_spread([float("nan")] * 2)
     assert out["n"] == 0 and math.isnan(out["median"])
+
+
+def test_optimizer_state_bytes_counts_what_each_keeps():
+    from reprolib.metrics import optimizer_state_bytes, parameter_bytes
+    from reprolib.optim import Lion, Muon
+    W = torch.nn.Parameter(torch.randn(8, 4))
+    b = torch.nn.Parameter(torch.randn(4))
+    for opt, expected in ((torch.optim.AdamW([W, b], foreach=False), 2 * parameter_bytes([W, b])),
+                          (Lion([W, b]), parameter_bytes([W, b])),
+                          (Muon([W]), parameter_bytes([W]))):
+        W.grad, b.grad = torch.ones_like(W), torch.ones_like(b)
+        opt.step()
+        got = optimizer_state_bytes(opt)
+        steps = sum(v.numel() * v.element_size() for s in opt.state.values() for k, v in s.items()
+                    if k == "step" and torch.is_tensor(v))
+        assert got - steps == expected

@@ -73,3 +73,14 @@ def test_mlp_shapes():
     assert net(torch.randn(5, 1, 8, 8)).shape == (5, 10)
     with pytest.raises(ValueError, match="valid"):
         MLP(4, [4], 2, activation="swish2")
+
+
+@pytest.mark.parametrize("size", [28, 8])
+def test_small_cnn_shapes_and_swappable_first_layer(size):
+    from reprolib.models import SmallCNN
+    net = SmallCNN(image_size=size)
+    assert net(torch.randn(3, 1, size, size)).shape == (3, 10)
+    first = torch.nn.Conv2d(1, 32, 3, padding=1)
+    assert SmallCNN(image_size=size, first_layer=first).conv1 is first
+    with pytest.raises(ValueError, match="too small"):
+        SmallCNN(image_size=3)

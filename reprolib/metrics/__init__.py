@@ -8,6 +8,7 @@ from .curvature import (
     taylor_terms,
     top_hessian_eigenvalue,
 )
+from .memory import optimizer_state_bytes, parameter_bytes
 from .progress import ema, median_spread, steps_to_target
 from .spectra import effective_rank, row_norm_cv, spectral_norm, stable_rank
 
@@ -25,4 +26,6 @@ __all__ = [
     "ema",
     "steps_to_target",
     "median_spread",
+    "optimizer_state_bytes",
+    "parameter_bytes",
 ]

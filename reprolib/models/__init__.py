@@ -1,5 +1,6 @@
-"""Models: one configurable small GPT and an MLP."""
+"""Models: one configurable small GPT, an MLP and a small CNN."""
+from .cnn import SmallCNN
 from .gpt import GPT, GPTConfig, apply_rope, rope_tables
 from .mlp import MLP
 
-__all__ = ["GPT", "GPTConfig", "MLP", "apply_rope", "rope_tables"]
+__all__ = ["GPT", "GPTConfig", "MLP", "SmallCNN", "apply_rope", "rope_tables"]
