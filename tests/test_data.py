@@ -230,7 +230,8 @@ def test_digits_split():
 
 def _write_idx(path, arr: np.ndarray, magic_type: int = 0x08, gz: bool = False):
     header = bytes([0, 0, magic_type, arr.ndim]) + np.array(arr.shape, dtype=">i4").tobytes()
-    (gzip.open if gz else open)(path, "wb").write(header + arr.astype(np.uint8).tobytes())
+    with (gzip.open if gz else open)(path, "wb") as f:  # close it: Python 3.12's GzipFile buffers writes
+        f.write(header + arr.astype(np.uint8).tobytes())
 
 
 def _fake_split(folder, prefix, n, gz, seed=0):
