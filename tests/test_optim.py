@@ -207,3 +207,22 @@ def test_batched_same_shape_step_equals_one_matrix_at_a_time(cls):
             opt.step()
     for pa, pb in zip(a, alone):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_step_with_closure_returns_the_loss(name):
+    """torch.optim's closure convention: step(closure) evaluates the loss with gradients on."""
+    model = _tiny_gpt()
+    opt = make_optimizer(name, model, lr=1e-3, adamw_lr=1e-3)
+    x = torch.randint(0, 32, (4, 16))
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x, torch.roll(x, -1, dims=1))[1]
+        loss.backward()
+        return loss
+
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = opt.step(closure)
+    assert torch.is_tensor(loss) and loss.requires_grad
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))

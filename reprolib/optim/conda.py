@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from .base import closure_loss
+
 
 def conda_basis(M: Tensor) -> Tensor:
     """Q: the momentum's right singular vectors V^T if m >= n, else its left ones U.
@@ -89,10 +91,7 @@ class Conda(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

@@ -15,6 +15,8 @@ One state tensor per parameter instead of AdamW's two.
 import torch
 from torch import Tensor
 
+from .base import closure_loss
+
 
 @torch.no_grad()
 def lion_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], lr: float,
@@ -40,10 +42,7 @@ class Lion(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:  # torch.optim's convention: state is created at the first step

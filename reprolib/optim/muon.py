@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..kernels import NS5_COEFFICIENTS, newton_schulz
 from .adamw import adamw_update
+from .base import closure_loss
 
 LR_SCALES = ("original", "match_rms_adamw", "none")
 
@@ -102,10 +103,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             params = [p for p in group["params"] if p.grad is not None]

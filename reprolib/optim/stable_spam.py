@@ -36,6 +36,8 @@ import math
 import torch
 from torch import Tensor
 
+from .base import closure_loss
+
 
 def cosine_scale(s: int, total_T: int | None, eta_min: float = 0.5) -> float:
     """The official CosineDecay factor c(s) for gamma1 and beta1; 1 without total_T."""
@@ -98,10 +100,7 @@ class StableSPAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             group["global_step"] += 1  # s: counts calls, as the official total_steps (drives resets)
             s, interval = group["global_step"], group["reset_interval"]
