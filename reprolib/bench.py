@@ -6,8 +6,9 @@ warm-up), on fresh random (never zero) inputs:
      matrices vs torch.optim.Muon's one-matrix-at-a-time function, with the matrix-multiply floor
      (the iteration's FLOPs at the bf16 GEMM rate measured in the same run).
   2. One optimizer step on the collection's small GPTs (6 layers width 384, 12 layers width 768):
-     AdamW (fused), torch.optim.Muon (+ AdamW for non-matrix parameters), reprolib Muon and NorMuon,
-     as ratios to AdamW.
+     AdamW (fused), torch.optim.Muon (+ AdamW for non-matrix parameters), reprolib Muon's plain path
+     (per-shape batches, eager) and its default fast path (padded batch, CUDA graph, fused AdamW),
+     and NorMuon (fast path), as ratios to AdamW.
   3. One training step (forward, backward, optimizer; bf16 autocast, eager) in tokens per second.
 FLOPs of one Newton-Schulz step on X (m x n, m <= n): X X^T 2m^2 n, A A 2m^3, B X 2m^2 n.
 """
@@ -87,6 +88,7 @@ def _optimizers(model):
         "adamw": [make_optimizer("adamw", model, lr=3e-3)],
         "torch_muon": [torch.optim.Muon(groups[0]["params"], lr=0.02),
                        torch.optim.AdamW(groups[1]["params"], lr=3e-3, betas=(0.9, 0.95), fused=DEVICE == "cuda")],
+        "muon_plain": [make_optimizer("muon", model, lr=0.02, adamw_lr=3e-3, fast=False)],
         "muon": [make_optimizer("muon", model, lr=0.02, adamw_lr=3e-3)],
         "normuon": [make_optimizer("normuon", model, lr=0.02, adamw_lr=3e-3)],
     }

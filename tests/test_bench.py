@@ -12,7 +12,7 @@ def test_bench_code_paths_on_cpu(monkeypatch, tmp_path):
                optimizer_step=bench.bench_optimizer_step(),
                train_step=bench.bench_train_step(batch=2, seq_len=16))
     assert [r["shape"] for r in res["newton_schulz"]] == ["16x16", "16x48"]
-    assert {r["optimizer"] for r in res["optimizer_step"]} == {"adamw", "torch_muon", "muon", "normuon"}
+    assert {r["optimizer"] for r in res["optimizer_step"]} == {"adamw", "torch_muon", "muon_plain", "muon", "normuon"}
     assert all(r["tokens_per_s"] > 0 for r in res["train_step"])
     assert bench.ns_flops(768, 3072) == bench.ns_flops(3072, 768) == 5 * (4 * 768 ** 2 * 3072 + 2 * 768 ** 3)
     assert "| 16x48 | 3 |" in bench.markdown(res)

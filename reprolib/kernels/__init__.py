@@ -1,4 +1,5 @@
 """Hot paths of the collection, each with a plain PyTorch reference that runs on the CPU."""
-from .newton_schulz import NS5_COEFFICIENTS, newton_schulz
+from .graphs import CapturedCall
+from .newton_schulz import NS5_COEFFICIENTS, newton_schulz, newton_schulz_many
 
-__all__ = ["NS5_COEFFICIENTS", "newton_schulz"]
+__all__ = ["NS5_COEFFICIENTS", "CapturedCall", "newton_schulz", "newton_schulz_many"]

@@ -52,3 +52,49 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS5_COEFFICIENTS, eps:
     if tall:
         X = X.mT
     return X.reshape(*batch_shape, *G.shape[-2:])
+
+
+def newton_schulz_many(Gs: list[Tensor], **kwargs) -> list[Tensor]:
+    """Orthogonalise matrices of *different* shapes with as few batched calls as possible.
+
+    Each matrix (or stack (..., m, n)) is turned wide (rows <= cols); those with the same row count
+    are zero-padded to the widest and orthogonalised in one call. Padding with zero columns is
+    exact: they add nothing to A = X X^T or to ||X||_F, and X <- a X + (b A + c A^2) X keeps them
+    zero. A small GPT's hidden matrices all have d_model rows once wide, so one call covers them
+    all (in floating point the padded sums may round differently: bf16 tolerance, not bit-identity).
+    Returns one contiguous tensor per input, in input order. kwargs go to `newton_schulz`.
+    """
+    wide = []
+    for G in Gs:
+        if G.ndim < 2:
+            raise ValueError(f"newton_schulz_many needs matrices, got shape {tuple(G.shape)}")
+        W = G.mT if G.size(-2) > G.size(-1) else G
+        wide.append(W.reshape(-1, *W.shape[-2:]))
+    groups: dict[int, dict[tuple, list[int]]] = {}  # rows -> (shape) -> input indices
+    for i, W in enumerate(wide):
+        groups.setdefault(W.size(-2), {}).setdefault(tuple(W.shape[-2:]), []).append(i)
+    out: list[Tensor | None] = [None] * len(Gs)
+    for m, by_shape in groups.items():
+        blocks = [(shape, idx, torch.cat([wide[i] for i in idx])) for shape, idx in by_shape.items()]
+        n = max(shape[1] for shape, _, _ in blocks)
+        if len(blocks) == 1:
+            X = blocks[0][2]
+        else:  # one copy per distinct shape, not per matrix
+            X = blocks[0][2].new_zeros(sum(b.size(0) for _, _, b in blocks), m, n)
+            k = 0
+            for _, _, b in blocks:
+                X[k:k + b.size(0), :, :b.size(-1)] = b
+                k += b.size(0)
+        O = newton_schulz(X, **kwargs)
+        k = 0
+        for shape, idx, b in blocks:
+            Ob = O[k:k + b.size(0), :, :shape[1]]
+            k += b.size(0)
+            j = 0
+            for i in idx:
+                G, size = Gs[i], wide[i].size(0)
+                Oi = Ob[j:j + size]
+                j += size
+                Oi = Oi.mT if G.size(-2) > G.size(-1) else Oi
+                out[i] = Oi.reshape(G.shape).contiguous()
+    return out

@@ -70,7 +70,7 @@ class AuON(Muon):
             group.setdefault("gamma", gamma)
             group.setdefault("hybrid_ns_steps", hybrid_ns_steps)
 
-    def _directions(self, params, group):
-        return auon_update([p.grad for p in params], self._buffers(params, "momentum_buffer"), group["momentum"],
+    def _directions(self, params, grads, group):
+        return auon_update(grads, self._buffers(params, "momentum_buffer"), group["momentum"],
                            group["nesterov"], group["gamma"], group["hybrid_ns_steps"], group["eps"],
                            group["ns_coefficients"], group["ns_dtype"])

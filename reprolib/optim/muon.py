@@ -23,13 +23,23 @@ orthogonalised expert by expert.
 Embeddings, the output head, gains, biases and routers are not hidden-layer matrices: they go in
 groups with use_muon=False and are updated by AdamW (reprolib.optim.adamw_update), as in Keller
 Jordan's MuonWithAuxAdam.
+
+Speed (`fast=True`, the default on CUDA). On a small model the step is bound by kernel launches,
+not arithmetic (`make bench`). The fast path computes the same update with few launches: all
+hidden matrices go through one zero-padded batched Newton-Schulz (kernels.newton_schulz_many),
+the momentum-to-direction part of the step is captured in a CUDA graph and replayed
+(kernels.CapturedCall; gradients are copied into static buffers, the lr and weight decay are
+applied outside the graph, so schedules work), and the AdamW part is PyTorch's fused AdamW kernel.
+It agrees with the plain path (`fast=False`, identical to torch.optim.Muon) to rounding: bf16
+Newton-Schulz on padded stacks sums in a different order. Hyperparameters other than lr and
+weight decay are frozen into the graph at its capture (third step).
 """
 import math
 
 import torch
 from torch import Tensor
 
-from ..kernels import NS5_COEFFICIENTS, newton_schulz
+from ..kernels import NS5_COEFFICIENTS, CapturedCall, newton_schulz, newton_schulz_many
 from .adamw import adamw_update
 from .base import closure_loss
 
@@ -47,6 +57,12 @@ def muon_lr_scale(shape, convention: str = "original") -> float:
     raise ValueError(f"unknown lr_scale {convention!r}; valid: {LR_SCALES}")
 
 
+def muon_momentum(grads: list[Tensor], bufs: list[Tensor], beta: float = 0.95, nesterov: bool = True) -> list[Tensor]:
+    """M <- beta M + (1 - beta) G (in place); returns U = (1 - beta) G + beta M (Nesterov) or M."""
+    torch._foreach_lerp_(bufs, grads, 1 - beta)
+    return torch._foreach_lerp(grads, bufs, beta) if nesterov else list(bufs)
+
+
 def muon_update(grads, momentum_buffers, beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
                 coefficients=NS5_COEFFICIENTS, eps: float = 1e-7, ns_dtype: torch.dtype | None = None) -> Tensor:
     """The orthogonalised direction O (before the lr and the shape scale); updates the buffers.
@@ -56,8 +72,7 @@ def muon_update(grads, momentum_buffers, beta: float = 0.95, nesterov: bool = Tr
     """
     single = isinstance(grads, Tensor)
     grads, bufs = ([grads], [momentum_buffers]) if single else (list(grads), list(momentum_buffers))
-    torch._foreach_lerp_(bufs, grads, 1 - beta)
-    U = torch._foreach_lerp(grads, bufs, beta) if nesterov else bufs
+    U = muon_momentum(grads, bufs, beta, nesterov)
     U = U[0] if len(U) == 1 else torch.stack(U)
     O = newton_schulz(U, steps=ns_steps, coefficients=coefficients, eps=eps, dtype=ns_dtype)
     return O if single or len(grads) > 1 else O[None]
@@ -73,13 +88,16 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5, ns_coefficients=NS5_COEFFICIENTS, eps: float = 1e-7,
                  weight_decay: float = 0.0, lr_scale: str = "original",
-                 betas=(0.9, 0.95), adamw_eps: float = 1e-8, ns_dtype: torch.dtype | None = None):
+                 betas=(0.9, 0.95), adamw_eps: float = 1e-8, ns_dtype: torch.dtype | None = None,
+                 fast: bool | None = None):
         muon_lr_scale((1, 1), lr_scale)  # validates the convention name
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                         ns_coefficients=tuple(ns_coefficients), eps=eps, weight_decay=weight_decay,
                         lr_scale=lr_scale, betas=tuple(betas), adamw_eps=adamw_eps, use_muon=True,
                         ns_dtype=ns_dtype)
         super().__init__(params, defaults)
+        self.fast = fast    # None: on for CUDA parameters
+        self._captured = {}  # (group index, params) -> static buffers and the captured call
         for group in self.param_groups:
             for p in group["params"]:
                 if group["use_muon"] and p.ndim < 2:
@@ -95,32 +113,83 @@ class Muon(torch.optim.Optimizer):
             out.append(state[key])
         return out
 
-    def _directions(self, params: list[Tensor], group: dict) -> Tensor:
+    def _directions(self, params: list[Tensor], grads: list[Tensor], group: dict) -> Tensor:
         """Stacked directions (k, *shape) for k same-shape matrices."""
-        return muon_update([p.grad for p in params], self._buffers(params, "momentum_buffer"), group["momentum"],
+        return muon_update(grads, self._buffers(params, "momentum_buffer"), group["momentum"],
                            group["nesterov"], group["ns_steps"], group["ns_coefficients"], group["eps"],
                            group["ns_dtype"])
+
+    def _fast_directions(self, params: list[Tensor], grads: list[Tensor], group: dict) -> list[Tensor]:
+        """Muon: one padded Newton-Schulz call per row count. A subclass with its own `_directions`
+        (NorMuon, AuON, SinkGD) gets one call of it per shape instead."""
+        if type(self)._directions is not Muon._directions:
+            by_shape = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault((tuple(p.shape), p.dtype), []).append(i)
+            out = [None] * len(params)
+            for idx in by_shape.values():
+                O = self._directions([params[i] for i in idx], [grads[i] for i in idx], group)
+                for i, o in zip(idx, O.unbind(0)):
+                    out[i] = o
+            return out
+        U = muon_momentum(grads, self._buffers(params, "momentum_buffer"), group["momentum"], group["nesterov"])
+        return newton_schulz_many(U, steps=group["ns_steps"], coefficients=group["ns_coefficients"],
+                                  eps=group["eps"], dtype=group["ns_dtype"])
+
+    def _is_fast(self, params: list[Tensor]) -> bool:
+        return self.fast if self.fast is not None else all(p.is_cuda for p in params)
+
+    def _fast_step(self, index: int, group: dict, params: list[Tensor]) -> None:
+        key = (index, tuple(id(p) for p in params))
+        if key not in self._captured:
+            grads = [torch.zeros_like(p) for p in params]   # static: the graph reads these addresses
+            dirs = [torch.empty_like(p) for p in params]
+            scales = [muon_lr_scale(p.shape, group["lr_scale"]) for p in params]
+
+            def directions():
+                torch._foreach_copy_(dirs, self._fast_directions(params, grads, group))
+                torch._foreach_mul_(dirs, scales)
+            self._captured[key] = grads, dirs, CapturedCall(directions, params[0].device)
+        grads, dirs, call = self._captured[key]
+        torch._foreach_copy_(grads, [p.grad for p in params])
+        call()
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        torch._foreach_add_(params, dirs, alpha=-group["lr"])
+
+    def load_state_dict(self, state_dict):
+        self._captured.clear()  # captured graphs point at the old buffers
+        super().load_state_dict(state_dict)
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure_loss(closure)
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             lr, wd = group["lr"], group["weight_decay"]
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            if group["use_muon"]:
+            if group["use_muon"] and self._is_fast(params):
+                self._fast_step(index, group, params)
+            elif group["use_muon"]:
                 by_shape = {}
                 for p in params:  # one batched Newton-Schulz per shape: few launches on small models
                     by_shape.setdefault((tuple(p.shape), p.dtype), []).append(p)
                 for (shape, dtype), ps in by_shape.items():
-                    O = self._directions(ps, group).to(dtype)
+                    O = self._directions(ps, [p.grad for p in ps], group).to(dtype)
                     if wd:
                         torch._foreach_mul_(ps, 1 - lr * wd)
                     torch._foreach_add_(ps, list(O.unbind(0)), alpha=-lr * muon_lr_scale(shape, group["lr_scale"]))
             else:
                 state0 = self.state[params[0]]
                 state0["step"] = state0.get("step", 0) + 1  # a group's tensors step together
+                if self._is_fast(params):  # PyTorch's fused kernel: one launch instead of eight
+                    step = torch.full((), state0["step"], dtype=torch.float32, device=params[0].device)
+                    torch._fused_adamw_(params, [p.grad for p in params], self._buffers(params, "exp_avg"),
+                                        self._buffers(params, "exp_avg_sq"), [], [step] * len(params), lr=lr,
+                                        beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=wd,
+                                        eps=group["adamw_eps"], amsgrad=False, maximize=False)
+                    continue
                 adamw_update(params, [p.grad for p in params], self._buffers(params, "exp_avg"),
                              self._buffers(params, "exp_avg_sq"), state0["step"], lr, group["betas"],
                              group["adamw_eps"], wd)

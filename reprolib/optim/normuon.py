@@ -48,9 +48,9 @@ class NorMuon(Muon):
         for group in self.param_groups:
             group.setdefault("beta2", beta2)
 
-    def _directions(self, params, group):
+    def _directions(self, params, grads, group):
         second = self._buffers(params, "second_momentum_buffer",
                                lambda p: torch.zeros_like(p[..., :1], dtype=torch.float32))
-        return normuon_update([p.grad for p in params], self._buffers(params, "momentum_buffer"), second,
+        return normuon_update(grads, self._buffers(params, "momentum_buffer"), second,
                               group["momentum"], group["beta2"], group["nesterov"], group["ns_steps"],
                               group["eps"], coefficients=group["ns_coefficients"], ns_dtype=group["ns_dtype"])

@@ -55,5 +55,5 @@ class SinkGD(Muon):
             group.setdefault("iters", iters)
             group.setdefault("sinkhorn_eps", sinkhorn_eps)
 
-    def _directions(self, params, group):
-        return sinkhorn_normalize(torch.stack([p.grad for p in params]), group["iters"], group["sinkhorn_eps"])
+    def _directions(self, params, grads, group):
+        return sinkhorn_normalize(torch.stack(grads), group["iters"], group["sinkhorn_eps"])
