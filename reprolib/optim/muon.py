@@ -32,9 +32,11 @@ the momentum-to-direction part of the step is captured in a CUDA graph and repla
 applied outside the graph, so schedules work), and the AdamW part is PyTorch's fused AdamW kernel.
 It agrees with the plain path (`fast=False`, identical to torch.optim.Muon) to rounding: bf16
 Newton-Schulz on padded stacks sums in a different order. Hyperparameters other than lr and
-weight decay are frozen into the graph at its capture (third step).
+weight decay are frozen into the graph at its capture (third step). REPRO_FAST_STEP=0 turns the
+default off.
 """
 import math
+import os
 
 import torch
 from torch import Tensor
@@ -137,7 +139,9 @@ class Muon(torch.optim.Optimizer):
                                   eps=group["eps"], dtype=group["ns_dtype"])
 
     def _is_fast(self, params: list[Tensor]) -> bool:
-        return self.fast if self.fast is not None else all(p.is_cuda for p in params)
+        if self.fast is not None:
+            return self.fast
+        return os.environ.get("REPRO_FAST_STEP", "1") != "0" and all(p.is_cuda for p in params)
 
     def _fast_step(self, index: int, group: dict, params: list[Tensor]) -> None:
         key = (index, tuple(id(p) for p in params))
