@@ -94,15 +94,20 @@ def _optimizers(model):
     }
 
 
-def bench_optimizer_step() -> list[dict]:
+def bench_optimizer_step(rate_tflops: float) -> list[dict]:
+    """Step times, and the Newton-Schulz arithmetic of all hidden matrices at the GEMM rate: with
+    AdamW's time on the other parameters, a floor for any 5-step Muon on that model."""
     rows = []
     for size in GPTS:
         model = _gpt(size)
+        ns_floor = sum(ns_flops(*p.shape[-2:]) * p[..., 0, 0].numel() for p in muon_param_groups(model, 0.02, 3e-3)[0]["params"])
+        ns_floor_ms = ns_floor / (rate_tflops * 1e9)
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-3
         times = {name: cuda_ms(lambda: [o.step() for o in opts]) for name, opts in _optimizers(model).items()}
         for name, t in times.items():
-            rows.append(dict(model=size, optimizer=name, step_ms=t, ratio_to_adamw=t / times["adamw"]))
+            rows.append(dict(model=size, optimizer=name, step_ms=t, ratio_to_adamw=t / times["adamw"],
+                             ns_floor_ms=ns_floor_ms))
         del model
     return rows
 
@@ -136,8 +141,10 @@ def markdown(res: dict) -> str:
            "|---|---|---|---|---|---|---|"]
     out += [f"| {r['shape']} | {r['batch']} | {r['reprolib_ms']:.4f} | {r['torch_ms']:.4f} | {r['floor_ms']:.4f} | "
             f"{r['speedup']:.1f}x | {r['reprolib_over_floor']:.1f}x |" for r in res["newton_schulz"]]
-    out += ["\n## Optimizer step\n", "| model | optimizer | ms | / AdamW |", "|---|---|---|---|"]
-    out += [f"| {r['model']} | {r['optimizer']} | {r['step_ms']:.3f} | {r['ratio_to_adamw']:.2f} |" for r in res["optimizer_step"]]
+    out += ["\n## Optimizer step\n", "NS floor: the 5-step Newton-Schulz FLOPs of all hidden matrices at the GEMM rate above.\n",
+            "| model | optimizer | ms | / AdamW | NS floor ms |", "|---|---|---|---|---|"]
+    out += [f"| {r['model']} | {r['optimizer']} | {r['step_ms']:.3f} | {r['ratio_to_adamw']:.2f} | {r['ns_floor_ms']:.3f} |"
+            for r in res["optimizer_step"]]
     out += ["\n## Training step (forward, backward, optimizer; bf16 autocast, eager)\n",
             "| model | optimizer | batch | ms | tokens/s |", "|---|---|---|---|---|"]
     out += [f"| {r['model']} | {r['optimizer']} | {r['batch']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} |"
@@ -155,7 +162,7 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     rate = gemm_tflops()
     res = dict(device=torch.cuda.get_device_name(), versions=library_versions(), host=platform.node(),
-               gemm_tflops=rate, newton_schulz=bench_newton_schulz(rate), optimizer_step=bench_optimizer_step(),
+               gemm_tflops=rate, newton_schulz=bench_newton_schulz(rate), optimizer_step=bench_optimizer_step(rate),
                train_step=bench_train_step())
     text = markdown(res)
     print(text)

@@ -9,7 +9,7 @@ def test_bench_code_paths_on_cpu(monkeypatch, tmp_path):
     rate = bench.gemm_tflops(n=64)
     res = dict(device="cpu", versions={}, gemm_tflops=rate,
                newton_schulz=bench.bench_newton_schulz(rate, batch=3),
-               optimizer_step=bench.bench_optimizer_step(),
+               optimizer_step=bench.bench_optimizer_step(1.0),
                train_step=bench.bench_train_step(batch=2, seq_len=16))
     assert [r["shape"] for r in res["newton_schulz"]] == ["16x16", "16x48"]
     assert {r["optimizer"] for r in res["optimizer_step"]} == {"adamw", "torch_muon", "muon_plain", "muon", "normuon"}

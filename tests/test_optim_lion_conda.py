@@ -140,8 +140,9 @@ def test_conda_is_adam_in_the_momentums_singular_basis(shape):
         W.grad, W_adam.grad, X.grad = G.float(), G.float(), rotate(G)
         conda.step()
         adam.step()
-    torch.testing.assert_close(W.detach().double(), rotate_back(X.detach()), rtol=0, atol=1e-6)
-    assert (W - W_adam).abs().max() > 0.1 * lr * scale
+    # Conda takes the SVD in float32: 2.7e-6 on one LAPACK build (Python 3.12, torch 2.11), < 1e-6 on another
+    torch.testing.assert_close(W.detach().double(), rotate_back(X.detach()), rtol=0, atol=1e-5)
+    assert (W - W_adam).abs().max() > 0.1 * lr * scale  # 5e-4: fifty times the tolerance
 
 
 def test_conda_groups_grad_none_and_stacked_matrices(po_conda):

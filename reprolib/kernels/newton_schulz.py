@@ -54,41 +54,55 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients=NS5_COEFFICIENTS, eps:
     return X.reshape(*batch_shape, *G.shape[-2:])
 
 
-def newton_schulz_many(Gs: list[Tensor], **kwargs) -> list[Tensor]:
-    """Orthogonalise matrices of *different* shapes with as few batched calls as possible.
+def newton_schulz_many(Gs: list[Tensor], max_padding_flops: float = 2e10, **kwargs) -> list[Tensor]:
+    """Orthogonalise matrices of *different* shapes with as few batched calls as pays.
 
-    Each matrix (or stack (..., m, n)) is turned wide (rows <= cols); those with the same row count
-    are zero-padded to the widest and orthogonalised in one call. Padding with zero columns is
-    exact: they add nothing to A = X X^T or to ||X||_F, and X <- a X + (b A + c A^2) X keeps them
-    zero. A small GPT's hidden matrices all have d_model rows once wide, so one call covers them
-    all (in floating point the padded sums may round differently: bf16 tolerance, not bit-identity).
-    Returns one contiguous tensor per input, in input order. kwargs go to `newton_schulz`.
+    Each matrix (or stack (..., m, n)) is turned wide (rows <= cols); same-shape matrices are
+    stacked, and stacks with the same row count are zero-padded to a common width and share one
+    call. Padding with zero columns is exact: they add nothing to A = X X^T or to ||X||_F, and
+    X <- a X + (b A + c A^2) X keeps them zero. Padding costs arithmetic, so a stack joins a wider
+    call only if its padded columns add at most `max_padding_flops` (2e10: ~30 us on an H100,
+    about what one call's launches cost): small GPTs (width 384) get one call for all their
+    matrices, wide ones (768) one per shape. In floating point the padded sums may round
+    differently (bf16 tolerance, not bit-identity). Returns one contiguous tensor per input, in
+    input order. kwargs go to `newton_schulz`.
     """
+    steps = kwargs.get("steps", 5)
     wide = []
     for G in Gs:
         if G.ndim < 2:
             raise ValueError(f"newton_schulz_many needs matrices, got shape {tuple(G.shape)}")
         W = G.mT if G.size(-2) > G.size(-1) else G
         wide.append(W.reshape(-1, *W.shape[-2:]))
-    groups: dict[int, dict[tuple, list[int]]] = {}  # rows -> (shape) -> input indices
+    by_shape: dict[tuple, list[int]] = {}
     for i, W in enumerate(wide):
-        groups.setdefault(W.size(-2), {}).setdefault(tuple(W.shape[-2:]), []).append(i)
+        by_shape.setdefault(tuple(W.shape[-2:]), []).append(i)
+    calls: list[list[tuple]] = []  # each call: [(shape, indices, stacked block)], widest first
+    for shape, idx in sorted(by_shape.items(), key=lambda kv: -kv[0][1]):
+        block = torch.cat([wide[i] for i in idx])
+        m, n = shape
+        for call in calls:
+            (m0, n0), _, _ = call[0]
+            if m0 == m and steps * 4 * m * m * (n0 - n) * block.size(0) <= max_padding_flops:
+                call.append((shape, idx, block))
+                break
+        else:
+            calls.append([(shape, idx, block)])
     out: list[Tensor | None] = [None] * len(Gs)
-    for m, by_shape in groups.items():
-        blocks = [(shape, idx, torch.cat([wide[i] for i in idx])) for shape, idx in by_shape.items()]
-        n = max(shape[1] for shape, _, _ in blocks)
-        if len(blocks) == 1:
-            X = blocks[0][2]
+    for call in calls:
+        (m, n), _, first = call[0]
+        if len(call) == 1:
+            X = first
         else:  # one copy per distinct shape, not per matrix
-            X = blocks[0][2].new_zeros(sum(b.size(0) for _, _, b in blocks), m, n)
+            X = first.new_zeros(sum(b.size(0) for _, _, b in call), m, n)
             k = 0
-            for _, _, b in blocks:
+            for _, _, b in call:
                 X[k:k + b.size(0), :, :b.size(-1)] = b
                 k += b.size(0)
         O = newton_schulz(X, **kwargs)
         k = 0
-        for shape, idx, b in blocks:
-            Ob = O[k:k + b.size(0), :, :shape[1]]
+        for (_, width), idx, b in call:
+            Ob = O[k:k + b.size(0), :, :width]
             k += b.size(0)
             j = 0
             for i in idx:
