@@ -184,10 +184,25 @@ class Tuned:
     runs: list    # one result per seed at best_lr (the tuning seed's run is reused)
 
 
-def tune_then_repeat(fn: Callable[[float, int], object], lrs, seeds, score: Callable = None) -> Tuned:
+def tune_then_repeat(fn: Callable[[float, int], object], lrs, seeds, score: Callable = None,
+                     extend: int = 0) -> Tuned:
     """Tune the lr on seeds[0] over `lrs` (lowest score wins; default: final val loss, NaN loses),
-    then run the other seeds at the best lr: the equal-budget protocol the optimizer notebooks use."""
+    then run the other seeds at the best lr: the equal-budget protocol the optimizer notebooks use.
+
+    extend > 0: while the best lr sits on an edge of the grid (of two or more lrs), add one lr beyond
+    that edge, spaced by the grid's own ratio (second-smallest / smallest), at most `extend` times.
+    The sweep is then run and reported in increasing lr order."""
     score = score or (lambda h: h.val_loss[-1] if math.isfinite(h.val_loss[-1]) else float("inf"))
+    lrs = sorted(lrs) if extend else list(lrs)
     sweep = {lr: fn(lr, seeds[0]) for lr in lrs}
     best = min(sweep, key=lambda lr: score(sweep[lr]))
+    for _ in range(extend if len(lrs) >= 2 else 0):
+        lo, hi = min(sweep), max(sweep)
+        if best not in (lo, hi):
+            break
+        ratio = sorted(sweep)[1] / lo
+        new = lo / ratio if best == lo else hi * ratio
+        sweep[new] = fn(new, seeds[0])
+        sweep = dict(sorted(sweep.items()))
+        best = min(sweep, key=lambda lr: score(sweep[lr]))
     return Tuned(best, sweep, [sweep[best]] + [fn(best, s) for s in seeds[1:]])

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reprolib.metrics import classification_error
 from reprolib.metrics import (
     block_quadratic_forms,
     directional_sharpness,
@@ -383,3 +384,11 @@ def test_optimizer_state_bytes_counts_what_each_keeps():
         steps = sum(v.numel() * v.element_size() for s in opt.state.values() for k, v in s.items()
                     if k == "step" and torch.is_tensor(v))
         assert got - steps == expected
+
+
+def test_classification_error_counts_wrong_argmax_in_chunks():
+    x = torch.arange(10.0)[:, None]
+    model = lambda v: torch.cat([v, 5 - v], dim=1)   # class 1 when x < 2.5, else class 0
+    y = torch.zeros(10, dtype=torch.long)
+    assert classification_error(model, x, y, chunk=3) == 0.3
+    assert classification_error(model, x, 1 - y, chunk=100) == 0.7

@@ -73,6 +73,30 @@ def test_tune_then_repeat_reuses_the_tuning_run():
     assert calls == [(1e-3, 0), (3e-3, 0), (1.0, 0), (3e-3, 1), (3e-3, 2)]  # NaN never wins
 
 
+def test_tune_then_repeat_extends_an_edge_grid():
+    """The optimum (lr 1e-4) lies below the grid: two extensions by the grid's ratio 2 reach it,
+    the third is not taken once the best lr is interior; without extend the edge lr wins."""
+    calls = []
+
+    class H:
+        def __init__(self, v):
+            self.val_loss = [v]
+
+    def fn(lr, seed):
+        calls.append((lr, seed))
+        return H(abs(math.log2(lr / 1e-4)))
+
+    grid = [8e-4, 4e-4, 1.6e-3]
+    plain = tune_then_repeat(fn, grid, [0])
+    assert plain.best_lr == 4e-4 and list(plain.sweep) == grid
+    calls.clear()
+    t = tune_then_repeat(fn, grid, [0, 1], extend=5)
+    assert t.best_lr == pytest.approx(1e-4) and len(t.sweep) == 6
+    assert list(t.sweep) == sorted(t.sweep) and [s for _, s in calls].count(0) == 6
+    assert calls[-1] == (t.best_lr, 1)
+    assert tune_then_repeat(fn, [1e-3], [0], extend=3).best_lr == 1e-3  # one lr: nothing to extend
+
+
 def test_figures_skip_rule(tmp_path):
     (tmp_path / "reprolib").mkdir()
     (tmp_path / "reprolib" / "x.py").write_text("a = 1\n")

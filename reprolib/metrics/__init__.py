@@ -9,7 +9,7 @@ from .curvature import (
     top_hessian_eigenvalue,
 )
 from .memory import optimizer_state_bytes, parameter_bytes
-from .progress import ema, median_spread, steps_to_target
+from .progress import classification_error, ema, median_spread, steps_to_target
 from .spectra import effective_rank, row_norm_cv, spectral_norm, stable_rank
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "top_hessian_eigenvalue",
     "taylor_terms",
     "ema",
+    "classification_error",
     "steps_to_target",
     "median_spread",
     "optimizer_state_bytes",

@@ -5,6 +5,7 @@
                         y linear between evaluations:
                         x* = x_{i-1} + (target - y_{i-1}) (x_i - x_{i-1}) / (y_i - y_{i-1})
     median_spread:      median, min, max and count over seeds, NaN dropped
+    classification_error: fraction of examples whose argmax prediction is wrong
 """
 
 import math
@@ -12,7 +13,7 @@ import math
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["ema", "steps_to_target", "median_spread"]
+__all__ = ["ema", "steps_to_target", "median_spread", "classification_error"]
 
 
 def ema(values, alpha: float) -> np.ndarray:
@@ -81,3 +82,11 @@ def median_spread(values) -> dict:
     if v.size == 0:
         return dict(median=math.nan, min=math.nan, max=math.nan, n=0)
     return dict(median=float(np.median(v)), min=float(v.min()), max=float(v.max()), n=int(v.size))
+
+
+def classification_error(model, x, y, chunk: int = 2500) -> float:
+    """Fraction of rows of x whose argmax logit differs from y, evaluated in chunks (no gradients)."""
+    import torch
+    with torch.no_grad():
+        wrong = sum(int((model(x[i:i + chunk]).argmax(1) != y[i:i + chunk]).sum()) for i in range(0, len(x), chunk))
+    return wrong / len(x)
