@@ -6,11 +6,12 @@
     optim/      optimizers as pure update functions plus thin torch.optim shells
     kernels/    hot paths with plain PyTorch references
     metrics/    spectra, curvature, training progress
+    hyper/      gradient-based hyperparameter tuning (Self-Tuning Networks)
     train.py    one training loop and a multi-seed runner
     plotting.py one figure style
 """
-from . import data, kernels, metrics, models, optim, plotting, train
+from . import data, hyper, kernels, metrics, models, optim, plotting, train
 from .run import Run, show_source
 
 __version__ = "0.1.0"
-__all__ = ["Run", "show_source", "data", "kernels", "metrics", "models", "optim", "plotting", "train"]
+__all__ = ["Run", "show_source", "data", "hyper", "kernels", "metrics", "models", "optim", "plotting", "train"]
