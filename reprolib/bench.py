@@ -34,10 +34,14 @@ GPTS = {"6L-384": dict(n_layer=6, d_model=384, n_head=6), "12L-768": dict(n_laye
 DEVICE = "cuda"  # a CPU dry run of the code paths sets "cpu" (tests/test_bench.py)
 
 
-def cuda_ms(fn, reps: int = 30, warmup: int = 5) -> float:
+def cuda_ms(fn, reps: int = 30, warmup: int = 5, cuda: bool | None = None) -> float:
+    """Median milliseconds per call of fn, by CUDA events (cuda=None: on CUDA unless DEVICE is "cpu"
+    or there is no GPU); on the CPU the mean wall time."""
     for _ in range(warmup):
         fn()
-    if DEVICE == "cpu":
+    if cuda is None:
+        cuda = DEVICE != "cpu" and torch.cuda.is_available()
+    if not cuda:
         t = time.perf_counter()
         for _ in range(reps):
             fn()

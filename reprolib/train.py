@@ -153,6 +153,14 @@ def lm_loss(aux_coef: float = 0.0) -> Callable:
     return loss_fn
 
 
+def stacked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each run of a stack: logits [R, B, C], labels [R, B] or shared [B] -> [R].
+    Summing the result gives every run its own gradient."""
+    labels = labels.expand(logits.shape[:2])
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return ce.view(labels.shape).mean(1)
+
+
 @torch.no_grad()
 def evaluate_lm(model, batches) -> float:
     """Mean next-token cross-entropy (nats) over fixed evaluation batches."""

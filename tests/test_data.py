@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprolib.data import (FASHION_CLASSES, TokenCorpus, digits, fashion_mnist, lm_batch, lm_eval_batches,
+from reprolib.data import (FASHION_CLASSES, SeedBatches, TokenCorpus, digits, fashion_mnist, lm_batch, lm_eval_batches,
                            markov_language, markov_model, shakespeare, zipf_pcfg)
 from reprolib.data import images, synthetic, text
 
@@ -300,3 +300,17 @@ def test_fashion_real_debian_files(monkeypatch):
     x, y = fashion_mnist("test")
     assert x.shape == (10000, 28, 28) and int(y.min()) == 0 and int(y.max()) == 9
     assert len(FASHION_CLASSES) == 10 and 0 < x.float().mean() < 255
+
+
+def test_seed_batches_share_order_within_a_seed_and_reshuffle_each_epoch():
+    x, y = torch.arange(40).float()[:, None], torch.arange(40)
+    b = SeedBatches(x, y, 8, [0, 1, 0, 1, 2], torch.Generator().manual_seed(0))
+    epoch0 = [b(k) for k in range(5)]
+    xs, ys = torch.cat([e[0] for e in epoch0], 1), torch.cat([e[1] for e in epoch0], 1)   # [R, 40, 1], [R, 40]
+    assert xs.shape == (5, 40, 1) and torch.equal(xs[..., 0].long(), ys)
+    assert all(torch.equal(ys[r].sort().values, y) for r in range(5))      # an epoch is a permutation
+    assert torch.equal(ys[0], ys[2]) and torch.equal(ys[1], ys[3])          # same seed, same order
+    assert not torch.equal(ys[0], ys[1]) and not torch.equal(ys[0], ys[4])  # other seeds, other orders
+    assert not torch.equal(b(5)[1][0], ys[0, :8])                           # epoch 1 reshuffles
+    with pytest.raises(ValueError, match="too few"):
+        SeedBatches(x[:4], y[:4], 8, [0], torch.Generator())

@@ -2,6 +2,7 @@
 tune-then-repeat protocol, and the figures runner's skip rule."""
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from reprolib import figures
 from reprolib.models import GPT, GPTConfig
 from reprolib.optim import make_optimizer
 from reprolib.run import source_hash
-from reprolib.train import lr_multiplier, train, train_lm, tune_then_repeat
+from reprolib.train import lr_multiplier, stacked_cross_entropy, train, train_lm, tune_then_repeat
 
 
 def test_lr_multiplier_shapes():
@@ -57,16 +58,17 @@ def test_train_lm_counts_tokens():
     assert hist.tokens == [0, 96, 192]
 
 
-def test_tune_then_repeat_reuses_the_tuning_run():
-    calls = []
-
-    class H:
-        def __init__(self, v):
-            self.val_loss = [v]
-
+def recording_run(loss_of_lr, calls):
+    """A stand-in for a training run: records (lr, seed) and returns a history with one val loss."""
     def fn(lr, seed):
         calls.append((lr, seed))
-        return H(abs(math.log10(lr) + 2.5) if lr != 1.0 else float("nan"))
+        return SimpleNamespace(val_loss=[loss_of_lr(lr)])
+    return fn
+
+
+def test_tune_then_repeat_reuses_the_tuning_run():
+    calls = []
+    fn = recording_run(lambda lr: abs(math.log10(lr) + 2.5) if lr != 1.0 else float("nan"), calls)
 
     t = tune_then_repeat(fn, [1e-3, 3e-3, 1.0], [0, 1, 2])
     assert t.best_lr == 3e-3 and len(t.runs) == 3 and t.runs[0] is t.sweep[3e-3]
@@ -77,14 +79,7 @@ def test_tune_then_repeat_extends_an_edge_grid():
     """The optimum (lr 1e-4) lies below the grid: two extensions by the grid's ratio 2 reach it,
     the third is not taken once the best lr is interior; without extend the edge lr wins."""
     calls = []
-
-    class H:
-        def __init__(self, v):
-            self.val_loss = [v]
-
-    def fn(lr, seed):
-        calls.append((lr, seed))
-        return H(abs(math.log2(lr / 1e-4)))
+    fn = recording_run(lambda lr: abs(math.log2(lr / 1e-4)), calls)
 
     grid = [8e-4, 4e-4, 1.6e-3]
     plain = tune_then_repeat(fn, grid, [0])
@@ -113,3 +108,13 @@ def test_figures_skip_rule(tmp_path):
     assert not figures.up_to_date(tmp_path, nb)
     with pytest.raises(SystemExit, match="no notebook"):
         figures.notebooks(tmp_path, "nope")
+
+
+def test_stacked_cross_entropy_is_each_runs_own_mean():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 7, 4), torch.randint(0, 4, (3, 7))
+    per_run = stacked_cross_entropy(logits, labels)
+    torch.testing.assert_close(per_run, torch.stack([torch.nn.functional.cross_entropy(logits[r], labels[r])
+                                                     for r in range(3)]))
+    shared = stacked_cross_entropy(logits, labels[0])   # one label vector for every run
+    torch.testing.assert_close(shared[2], torch.nn.functional.cross_entropy(logits[2], labels[0]))

@@ -7,7 +7,7 @@
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 """
-from .batches import lm_batch, lm_eval_batches
+from .batches import SeedBatches, lm_batch, lm_eval_batches
 from .corpus import TokenCorpus
 from . import regression
 from .images import FASHION_CLASSES, digits, fashion_mnist, read_idx
@@ -15,4 +15,4 @@ from .synthetic import markov_language, markov_model, zipf_pcfg
 from .text import shakespeare
 
 __all__ = ["TokenCorpus", "shakespeare", "markov_language", "markov_model", "zipf_pcfg", "lm_batch",
-           "lm_eval_batches", "digits", "fashion_mnist", "read_idx", "FASHION_CLASSES", "regression"]
+           "lm_eval_batches", "SeedBatches", "digits", "fashion_mnist", "read_idx", "FASHION_CLASSES", "regression"]

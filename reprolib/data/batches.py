@@ -1,9 +1,11 @@
-"""Language-model batches: next-token windows over a 1-D token stream.
+"""Batches. Language models: next-token windows over a 1-D token stream.
 
 For a start i the pair is x = tokens[i : i+T], y = tokens[i+1 : i+T+1], so
 y[t] is the target for the prefix x[:t+1]. Windows are gathered with one
 index matrix i[:, None] + arange(T+1), never a Python loop, and stay on
 tokens.device so a CUDA-resident corpus is never copied to the host.
+
+SeedBatches: shuffled mini-batches for a stack of runs, one data order per seed.
 """
 import torch
 from einops import rearrange
@@ -46,3 +48,29 @@ def lm_eval_batches(tokens: Tensor, batch_size: int, seq_len: int, n_batches: in
     x, y = _windows(tokens, i.to(tokens.device), seq_len)
     x, y = (rearrange(z, "(k b) t -> k b t", k=n_batches) for z in (x, y))
     return list(zip(x.unbind(0), y.unbind(0)))
+
+
+class SeedBatches:
+    """Mini-batches for a stack of runs trained side by side (weights stacked [R, ...]).
+
+    Every seed draws its own random order of (x, y) each epoch; run r reads the order of seed index
+    seed_of[r], so runs of one seed see the same data in the same order. batches(k) gives step k's
+    x [R, batch_size, ...] and y [R, batch_size]; an epoch is len(x) // batch_size steps.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed_of, generator: torch.Generator):
+        if len(x) < batch_size:
+            raise ValueError(f"{len(x)} examples are too few for one batch of {batch_size}")
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+        self.seed_of = torch.as_tensor(seed_of, device=x.device)
+        self.n_seeds, self.steps_per_epoch = int(self.seed_of.max()) + 1, len(x) // batch_size
+        self.epoch, self.perm = -1, None
+
+    def __call__(self, step: int) -> tuple[Tensor, Tensor]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.perm = torch.rand(self.n_seeds, len(self.x), generator=self.generator,
+                                   device=self.x.device).argsort(1)
+        idx = self.perm[self.seed_of, i * self.batch_size:(i + 1) * self.batch_size]
+        return self.x[idx], self.y[idx]
