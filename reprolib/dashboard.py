@@ -1,15 +1,20 @@
-"""The README's results table, generated from figures/*/results.json (never written by hand).
+"""The README's results table, generated from figures/*/results.json and reseed.json (never by hand).
 
     python -m reprolib.dashboard          rewrite the table in README.md
     python -m reprolib.dashboard --check  exit 1 if the table is stale
+
+Papers and cross-paper comparisons (paper kind 'comparison') get separate tables. Per notebook:
+the headline claims (✓ pass, ✗ fail, ? inconclusive), the other claims and checks, the verdict, and
+whether the verdict held under a disjoint seed set (reseed.json of the same main run).
 """
 import json
 import sys
 from pathlib import Path
 
-from .run import repo_root
+from .run.provenance import repo_root
 
 START, END = "<!-- dashboard:start -->", "<!-- dashboard:end -->"
+MARK = {"pass": "✓", "fail": "✗", "inconclusive": "?"}
 
 
 def load_results(root: Path) -> list[dict]:
@@ -17,25 +22,56 @@ def load_results(root: Path) -> list[dict]:
     for path in sorted((root / "figures").glob("*/results.json")):
         r = json.loads(path.read_text())
         r["_dir"] = path.parent.relative_to(root).as_posix()
+        reseed = path.with_name("reseed.json")
+        r["_reseed"] = json.loads(reseed.read_text()) if reseed.exists() else None
         out.append(r)
     return out
 
 
+def stability(r: dict) -> str:
+    s = r.get("_reseed")
+    if not s:
+        return "not checked"
+    if s.get("main_run_id") != r.get("run_id"):
+        return "not checked (stale)"
+    return "stable" if s["stable"] else f"seed-sensitive ({s['verdict']})"
+
+
+def _claims(r: dict, kinds) -> str:
+    return ", ".join(f"{c['name']} {MARK.get(c.get('outcome'), '·')}" for c in r["claims"] if c.get("kind") in kinds)
+
+
+def _row(r: dict, paper_cell: str) -> str:
+    fig = f"[png]({r['_dir']}/{r['figures'][0]}.png)" if r.get("figures") else ""
+    device = r["device"].split(": ", 1)[-1]
+    unmet = [g["name"] for g in r.get("regimes", []) if g.get("passed") is False]
+    other = _claims(r, ("supporting", "property"))
+    if unmet:
+        other += ("; " if other else "") + "regime not reached: " + ", ".join(unmet)
+    return (f"| {paper_cell} | {_claims(r, ('headline',))} | {other} | **{r['verdict']}** | {stability(r)} | "
+            f"{len(r['seeds'])} | {device} | {r.get('gpu_minutes', 0):.1f} | {fig} |")
+
+
+HEADER = ["| {what} | headline claims | other claims and checks | verdict | reseed | seeds | device | GPU min | figure |",
+          "|---|---|---|---|---|---|---|---|---|"]
+
+
 def render(root: Path | None = None) -> str:
     root = root or repo_root()
-    rows = ["| paper | claims (held / not held) | verdict | seeds | device | GPU min | figure |",
-            "|---|---|---|---|---|---|---|"]
-    total = 0.0
-    for r in sorted(load_results(root), key=lambda r: r["paper"]["id"]):
+    results = sorted(load_results(root), key=lambda r: r["paper"]["id"])
+    papers = [r for r in results if r["paper"].get("kind") != "comparison"]
+    comparisons = [r for r in results if r["paper"].get("kind") == "comparison"]
+    rows = [h.format(what="paper") for h in HEADER]
+    for r in papers:
         p = r["paper"]
-        held = ", ".join(f"{c['name']} {'✓' if c['passed'] else '✗'}" for c in r["claims"])
-        fig = f"[png]({r['_dir']}/{r['figures'][0]}.png)" if r.get("figures") else ""
-        device = r["device"].split(": ", 1)[-1]
-        total += float(r.get("gpu_minutes") or 0)
-        rows.append(f"| {p['id']} [{p['title']}](https://arxiv.org/abs/{p['arxiv']}) | {held} | "
-                    f"**{r['verdict']}** | {len(r['seeds'])} | {device} | {r.get('gpu_minutes', 0):.1f} | {fig} |")
-    rows.append(f"\n{len(rows) - 2} notebooks; `make figures` costs about **{total:.0f} GPU minutes** on one GPU "
-                "(sum of the committed runs' wall time).")
+        rows.append(_row(r, f"{p['id']} [{p['title']}](https://arxiv.org/abs/{p['arxiv']})"))
+    if comparisons:
+        rows += ["", "Cross-paper comparisons (no single paper's claim):", ""] + [h.format(what="comparison") for h in HEADER]
+        rows += [_row(r, f"{r['paper']['id']} {r['paper']['title']}") for r in comparisons]
+    total = sum(float(r.get("gpu_minutes") or 0) for r in results)
+    rows.append(f"\n{len(results)} notebooks; their committed runs' wall times sum to **{total:.0f} GPU minutes** "
+                "(runs packed several to a GPU; `make figures` packs them the same way). "
+                "✓ pass, ✗ fail, ? inconclusive (inside the seed noise, or a regime check failed).")
     return "\n".join(rows)
 
 
@@ -48,9 +84,9 @@ def updated_readme(root: Path) -> tuple[str, str]:
     return text, f"{head}{START}\n{render(root)}\n{END}{tail}"
 
 
-def main(argv=None) -> int:
+def main(argv=None, root: Path | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    root = repo_root()
+    root = root or repo_root()
     old, new = updated_readme(root)
     if "--check" in argv:
         if old != new:

@@ -1,101 +1,252 @@
-"""Run notebooks with papermill: `make figures` (full scale, in place) and smoke runs.
+"""Run notebooks with papermill: `make figures` (full scale, in place), reseed checks and smoke runs.
 
-    python -m reprolib.figures [--nb SLUG] [--force]
+    python -m reprolib.figures [--nb SLUG ...] [--force] [--reseed | --reseed-only] [--per-gpu N] [--dry-run]
 
-At full scale each notebook runs in place, so the committed notebook holds the outputs of the run
-that wrote figures/<slug>/. A notebook whose library and notebook source hash equals the one in
-its results.json is skipped unless --force. The run goes to a temporary file first: a failed run
-leaves the committed notebook and its figures as they were (the harness writes figures only when
-the run finishes). With several GPUs, notebooks run side by side, one per GPU. At smoke scale
-(REPRO_SCALE=smoke) the executed notebooks go to .smoke/ and nothing committed is touched.
+Full scale. A notebook reruns only when its results.json no longer matches the code (the runner
+says which file changed); --force reruns anyway. Each run executes into .runs/ and replaces the
+committed notebook only when it succeeds, so the notebook holds the outputs of the run that wrote
+figures/<slug>/, and a failed or interrupted run leaves notebooks/ and figures/ as they were.
+Only these runs write figures/ (the runner sets REPRO_OUT).
+
+Packing. Small notebooks leave most of a GPU idle, so up to --per-gpu of them share one GPU, on
+every visible GPU. A notebook whose metadata says `"reprolib": {"exclusive_gpu": true}` (it times
+things) runs alone on its GPU; its timing claims are decided only there.
+
+Reseed. --reseed then reruns each notebook with a disjoint seed set (its seeds + 100), reusing the
+main run's tuned learning rates, and writes figures/<slug>/reseed.json: each claim's outcome under
+both seed sets and whether the verdict held. Timing claims are carried over, so reseed runs pack.
+
+Smoke (REPRO_SCALE=smoke): executed notebooks go to .smoke/; nothing committed is touched.
 """
+from __future__ import annotations
+
 import argparse
 import json
 import os
-import queue
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .run import repo_root, resolve_scale, source_hash
+from .run.harness import resolve_scale
+from .run.provenance import repo_root, stale_reasons
+
+RESEED_OFFSET = 100
+DEFAULT_PER_GPU = 6
 
 
-def notebooks(root: Path, slug: str | None = None) -> list[Path]:
-    found = sorted(p for p in root.glob("notebooks/**/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    if slug:
-        found = [p for p in found if p.stem == slug]
-        if not found:
-            raise SystemExit(f"no notebook named {slug!r}; have: {[p.stem for p in notebooks(root)]}")
+@dataclass
+class Job:
+    nb: Path
+    mode: str                 # "main" | "reseed" | "smoke"
+    exclusive: bool = False
+    estimate_s: float = 300.0
+    after: "Job | None" = None
+    proc: subprocess.Popen | None = None
+    gpu: int | None = None
+    started: float = 0.0
+    status: str = "pending"   # pending | running | ok | failed | skipped
+    log: Path | None = None
+    out: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return self.nb.stem
+
+    @property
+    def name(self) -> str:
+        return f"{self.slug} ({self.mode})"
+
+
+def notebooks(root: Path, slugs=None) -> list[Path]:
+    found = sorted(p for p in root.glob("notebooks/**/*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts and not p.name.startswith("."))
+    if slugs:
+        have = {p.stem: p for p in found}
+        missing = [s for s in slugs if s not in have]
+        if missing:
+            raise SystemExit(f"no notebook named {missing}; have: {sorted(have)}")
+        found = [have[s] for s in slugs]
     return found
 
 
-def up_to_date(root: Path, nb: Path) -> bool:
-    res = root / "figures" / nb.stem / "results.json"
-    if not res.exists():
-        return False
-    r = json.loads(res.read_text())
-    return r.get("scale") == "full" and r.get("source_hash") == source_hash(nb.stem, root)
+def is_exclusive(nb: Path) -> bool:
+    return bool(json.loads(nb.read_text())["metadata"].get("reprolib", {}).get("exclusive_gpu", False))
 
 
-def run_one(root: Path, nb: Path, scale: str, gpu: int | None) -> tuple[str, bool, float]:
-    env = dict(os.environ, REPRO_SCALE=scale)
+def results_of(root: Path, slug: str, name: str = "results.json") -> dict | None:
+    path = root / "figures" / slug / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def reseed_current(root: Path, slug: str) -> bool:
+    main, reseed = results_of(root, slug), results_of(root, slug, "reseed.json")
+    return bool(main and reseed and reseed.get("main_run_id") == main.get("run_id"))
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def start(job: Job, root: Path, scale: str, gpu: int | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}   # inline figures in the notebook
+    env.update(REPRO_SCALE=scale, PYTHONUNBUFFERED="1", REPRO_ROOT=str(root))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    out = (root / ".smoke" / f"{nb.stem}.ipynb") if scale == "smoke" else nb.with_name(f".{nb.stem}.running.ipynb")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(out), "-k", "python3",
-                           "--cwd", str(nb.parent), "--log-level", "WARNING"], env=env)
-    ok = proc.returncode == 0
-    if scale == "full":
-        if ok:
-            os.replace(out, nb)
-        else:
-            print(f"{nb.stem}: FAILED; the committed notebook and figures are unchanged "
-                  f"(the partial run is in {out.relative_to(root)})")
-    return nb.stem, ok, time.perf_counter() - t
+    args = [sys.executable, "-m", "papermill", str(job.nb), "", "-k", "python3", "--cwd", str(job.nb.parent),
+            "--log-level", "WARNING"]
+    runs = root / ".runs"
+    if job.mode == "smoke":
+        job.out = root / ".smoke" / f"{job.slug}.ipynb"
+    else:
+        env.update(REPRO_OUT=str(root / "figures"), REPRO_GPU_EXCLUSIVE="1" if job.exclusive else "0")
+        job.out = runs / job.mode / f"{job.slug}.ipynb"
+    if job.mode == "reseed":
+        main = results_of(root, job.slug)
+        seeds = [s + RESEED_OFFSET for s in main["seeds"]]
+        env["REPRO_RESEED_FROM"] = str(root / "figures" / job.slug / "results.json")
+        args += ["-y", f"seeds: {seeds}"]
+    args[4] = str(job.out)
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    job.log = runs / "logs" / f"{job.slug}.{job.mode}.log"
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "w") as log:
+        job.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    job.gpu, job.started, job.status = gpu, time.perf_counter(), "running"
 
 
-def main(argv=None) -> int:
+def finish(job: Job, root: Path) -> None:
+    ok = job.proc.returncode == 0
+    secs = time.perf_counter() - job.started
+    job.extra["wall_s"] = secs
+    if job.mode == "main" and ok:
+        os.replace(job.out, job.nb)   # the committed notebook now holds this run's outputs
+    job.status = "ok" if ok else "failed"
+    where = f", gpu {job.gpu}" if job.gpu is not None else ""
+    line = f"[{_stamp()}] {'ok    ' if ok else 'FAILED'} {job.name}{where}, {secs:.0f} s"
+    if job.mode == "reseed" and ok:
+        r = results_of(root, job.slug, "reseed.json") or {}
+        line += f": verdict {r.get('verdict')} -> {'stable' if r.get('stable') else 'SEED-SENSITIVE'}"
+    if not ok:
+        line += f"; log {job.log.relative_to(root)}; notebooks/ and figures/ unchanged"
+        tail = job.log.read_text(errors="replace").strip().splitlines()[-15:]
+        line += "\n    " + "\n    ".join(tail)
+    print(line, flush=True)
+
+
+def pick(gpu, gpus, running: dict, ready: list[Job], per_gpu: int) -> Job | None:
+    """The next job for `gpu`: an exclusive job only on an empty GPU; packed jobs up to per_gpu,
+    except on the GPUs kept draining so that waiting exclusive jobs get an empty GPU."""
+    here = running[gpu]
+    if any(j.exclusive for j in here):
+        return None
+    excl = [j for j in ready if j.exclusive]
+    packed = [j for j in ready if not j.exclusive]
+    if not here and excl:
+        return excl[0]
+    if len(here) >= per_gpu or not packed:
+        return None
+    if excl:
+        candidates = [g for g in gpus if not any(j.exclusive for j in running[g])]
+        draining = sorted(candidates, key=lambda g: len(running[g]))[:len(excl)]
+        if gpu in draining:
+            return None
+    return packed[0]
+
+
+def schedule(jobs: list[Job], root: Path, scale: str, gpus: list, per_gpu: int) -> None:
+    running = {g: [] for g in gpus}
+    try:
+        while any(j.status in ("pending", "running") for j in jobs):
+            for g in gpus:
+                for j in list(running[g]):
+                    if j.proc.poll() is not None:
+                        running[g].remove(j)
+                        finish(j, root)
+            for j in jobs:
+                if j.status == "pending" and j.after is not None and j.after.status in ("failed", "skipped"):
+                    j.status = "skipped"
+                    print(f"[{_stamp()}] skip   {j.name}: its main run failed", flush=True)
+            ready = sorted((j for j in jobs if j.status == "pending" and (j.after is None or j.after.status == "ok")),
+                           key=lambda j: (not j.exclusive, -j.estimate_s))
+            for g in gpus:
+                while (j := pick(g, gpus, running, ready, per_gpu)) is not None:
+                    ready.remove(j)
+                    start(j, root, scale, g)
+                    running[g].append(j)
+                    where = f" on gpu {g}" if g is not None else ""
+                    print(f"[{_stamp()}] start  {j.name}{where}{' (alone: it times things)' if j.exclusive else ''}"
+                          f" | running: {sum(len(v) for v in running.values())}", flush=True)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for j in jobs:
+            if j.status == "running":
+                j.proc.terminate()
+        print("interrupted: running notebooks stopped; notebooks/ and figures/ are unchanged for them")
+        raise
+
+
+def main(argv=None, root: Path | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nb", help="run only this notebook (its slug)")
-    ap.add_argument("--force", action="store_true", help="rerun even if source and library are unchanged")
+    ap.add_argument("--nb", nargs="*", help="only these notebooks (slugs)")
+    ap.add_argument("--force", action="store_true", help="rerun even if the recorded code is unchanged")
+    ap.add_argument("--reseed", action="store_true", help="also run the reseed check where it is not current")
+    ap.add_argument("--reseed-only", action="store_true", help="only the reseed checks")
+    ap.add_argument("--per-gpu", type=int, default=int(os.environ.get("REPRO_PER_GPU", DEFAULT_PER_GPU)),
+                    help=f"notebooks packed on one GPU (default {DEFAULT_PER_GPU})")
+    ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     args = ap.parse_args(argv)
-    root, scale = repo_root(), resolve_scale(None)
-    todo = notebooks(root, args.nb)
-    if scale == "full" and not args.force:
-        skipped = [nb.stem for nb in todo if up_to_date(root, nb)]
-        if skipped:
-            print("up to date (use FORCE=1 to rerun):", ", ".join(skipped))
-        todo = [nb for nb in todo if nb.stem not in skipped]
-    n_gpus = 0
+    root, scale = root or repo_root(), resolve_scale(None)
+    nbs = notebooks(root, args.nb)
+    jobs: list[Job] = []
+    if scale == "smoke":
+        jobs = [Job(nb, "smoke") for nb in nbs]
+    else:
+        for nb in nbs:
+            res = results_of(root, nb.stem)
+            main = None
+            if not args.reseed_only:
+                reasons = ["--force"] if args.force else stale_reasons(res, root)
+                if reasons:
+                    print(f"stale  {nb.stem}: {'; '.join(reasons[:4])}{' ...' if len(reasons) > 4 else ''}")
+                    main = Job(nb, "main", is_exclusive(nb), float((res or {}).get("wall_time_s") or 300))
+                    jobs.append(main)
+                else:
+                    print(f"up to date  {nb.stem}")
+            if args.reseed or args.reseed_only:
+                if main is not None or not reseed_current(root, nb.stem):
+                    if main is None and res is None:
+                        print(f"no main run to reseed: {nb.stem}")
+                        continue
+                    est = float((res or {}).get("wall_time_s") or 300) * 0.6
+                    jobs.append(Job(nb, "reseed", False, est, after=main))
+    if args.dry_run or not jobs:
+        print("nothing to run" if not jobs else "would run: " + ", ".join(j.name for j in jobs))
+        return 0
+    gpus: list = [None]
     if scale == "full":
         import torch
-        n_gpus = torch.cuda.device_count()
-        if n_gpus == 0:
+        n = torch.cuda.device_count()
+        if n == 0:
             print("warning: no GPU visible; full-scale runs on the CPU will be very slow")
-    slots = list(range(n_gpus)) if n_gpus > 1 else [None]
-    free = queue.Queue()
-    for gpu in slots:
-        free.put(gpu)
-
-    def on_free_gpu(nb):
-        gpu = free.get()  # one notebook per GPU at a time
-        try:
-            return run_one(root, nb, scale, gpu)
-        finally:
-            free.put(gpu)
-
-    with ThreadPoolExecutor(len(slots)) as pool:
-        results = list(pool.map(on_free_gpu, todo))
-    for slug, ok, secs in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {slug} ({secs:.0f} s, {scale})")
-    if scale == "full" and any(ok for _, ok, _ in results):
+        gpus = list(range(n)) if n else [None]
+    per_gpu = args.per_gpu if scale == "full" else max(1, min(2, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    print(f"[{_stamp()}] {len(jobs)} runs on {len(gpus)} {'GPU' if scale == 'full' else 'slot'}(s), "
+          f"up to {per_gpu} per GPU", flush=True)
+    schedule(jobs, root, scale, gpus, per_gpu)
+    wall = time.perf_counter() - t0
+    done = [j for j in jobs if j.status == "ok"]
+    print(f"\n{len(done)}/{len(jobs)} runs ok in {wall / 60:.1f} min of wall time; the runs' own wall times "
+          f"sum to {sum(j.extra.get('wall_s', 0) for j in jobs) / 60:.1f} min")
+    for j in jobs:
+        print(f"  {j.status:8s} {j.name}: {j.extra.get('wall_s', 0):.0f} s{' (alone)' if j.exclusive else ''}")
+    if scale == "full" and done and (root / "README.md").exists():
         from . import dashboard
-        dashboard.main([])
-    return 0 if all(ok for _, ok, _ in results) else 1
+        dashboard.main([], root)
+    return 0 if len(done) == len(jobs) else 1
 
 
 if __name__ == "__main__":

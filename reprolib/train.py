@@ -1,4 +1,5 @@
 """One readable training loop, a language-model wrapper around it, and a multi-seed runner.
+(Tuning lives in the harness: `Run.tune`.)
 
     hist = train_lm(model, opt, corpus.train, corpus.val, steps=1000, batch_size=32, seq_len=256,
                     generator=run.seed(0), eval_every=100)
@@ -47,6 +48,7 @@ class History:
     train_loss: list = field(default_factory=list)  # mean training loss since the previous evaluation
     time_s: list = field(default_factory=list)      # wall-clock seconds at each evaluation
     probes: list = field(default_factory=list)      # dicts returned by the probe, with their step
+    select_loss: float | None = None                 # final loss on the selection split (run.tune's score)
     step_time_s: float = float("nan")                # mean wall seconds per step, evals and probes excluded
 
     def to_dict(self) -> dict:
@@ -62,7 +64,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_batch: 
           loss_fn: Callable, steps: int, evaluate: Callable[[torch.nn.Module], float], eval_every: int,
           warmup: int = 0, schedule: str = "cosine", final_lr: float = 0.0, examples_per_step: int = 1,
           amp: bool = True, grad_clip: float | None = None, probe: Callable | None = None,
-          probe_every: int | None = None, progress: bool = True, desc: str = "", compile: bool = False) -> History:
+          probe_every: int | None = None, progress: bool = True, desc: str = "", compile: bool = False,
+          select: Callable[[torch.nn.Module], float] | None = None) -> History:
     """Train for `steps` optimizer steps; evaluate at step 0, every `eval_every` steps and at the end.
 
     loss_fn(model, batch) -> scalar loss to minimise; evaluate(model) -> float (e.g. val loss);
@@ -70,6 +73,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_batch: 
     with `before` the parameters (list, model.parameters() order) before that step.
     compile=True trains and evaluates through torch.compile(model); the probe gets the plain model
     (compiled graphs have no double backward, which Hessian-vector products need).
+    select(model) -> float is evaluated once, after the last step, into hist.select_loss: the
+    held-out score `Run.tune` chooses hyperparameters on (never the reported split).
     """
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps={steps} and eval_every={eval_every} must be >= 1")
@@ -139,6 +144,11 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_batch: 
             bar.update(1)
     if bar is not None:
         bar.close()
+    if select is not None:
+        model.eval()
+        with torch.no_grad(), autocast(device, amp):
+            hist.select_loss = float(select(net))
+        model.train()
     t_mark, o_mark, s_mark = mark or (0.0, 0.0, 0)
     hist.step_time_s = (hist.time_s[-1] - t_mark - (overhead - o_mark)) / max(1, hist.steps[-1] - s_mark)
     return hist
@@ -170,47 +180,20 @@ def evaluate_lm(model, batches) -> float:
 def train_lm(model, optimizer, train_tokens: torch.Tensor, val_tokens: torch.Tensor, *, steps: int,
              batch_size: int, seq_len: int, generator: torch.Generator, eval_every: int,
              eval_batches: int = 8, eval_batch_size: int | None = None, warmup: int | float = 0.0,
-             aux_coef: float = 0.0, **kwargs) -> History:
+             aux_coef: float = 0.0, select_tokens: torch.Tensor | None = None, **kwargs) -> History:
     """Train a language model on random windows of `train_tokens`; evaluate on fixed val windows.
-    `warmup` below 1 is a fraction of `steps`. Token tensors should already be on the device."""
-    val = lm_eval_batches(val_tokens, eval_batch_size or batch_size, seq_len, eval_batches)
+    `warmup` below 1 is a fraction of `steps`. Token tensors should already be on the device.
+    select_tokens (a corpus's selection split): its loss after training becomes hist.select_loss."""
+    ebs = eval_batch_size or batch_size
+    val = lm_eval_batches(val_tokens, ebs, seq_len, eval_batches)
+    sel = lm_eval_batches(select_tokens, ebs, seq_len, eval_batches) if select_tokens is not None else None
     warmup_steps = int(warmup * steps) if warmup < 1 else int(warmup)
     return train(model, optimizer, lambda step: lm_batch(train_tokens, batch_size, seq_len, generator),
                  lm_loss(aux_coef), steps, lambda m: evaluate_lm(m, val), eval_every,
-                 warmup=warmup_steps, examples_per_step=batch_size * seq_len, **kwargs)
+                 warmup=warmup_steps, examples_per_step=batch_size * seq_len,
+                 select=(lambda m: evaluate_lm(m, sel)) if sel is not None else None, **kwargs)
 
 
 def multi_seed(fn: Callable[[int], object], seeds) -> list:
     """[fn(seed) for seed in seeds]: the runner every notebook uses, so a reader sees the seeds."""
     return [fn(seed) for seed in seeds]
-
-
-@dataclass
-class Tuned:
-    best_lr: float
-    sweep: dict   # lr -> result of the tuning seed
-    runs: list    # one result per seed at best_lr (the tuning seed's run is reused)
-
-
-def tune_then_repeat(fn: Callable[[float, int], object], lrs, seeds, score: Callable = None,
-                     extend: int = 0) -> Tuned:
-    """Tune the lr on seeds[0] over `lrs` (lowest score wins; default: final val loss, NaN loses),
-    then run the other seeds at the best lr: the equal-budget protocol the optimizer notebooks use.
-
-    extend > 0: while the best lr sits on an edge of the grid (of two or more lrs), add one lr beyond
-    that edge, spaced by the grid's own ratio (second-smallest / smallest), at most `extend` times.
-    The sweep is then run and reported in increasing lr order."""
-    score = score or (lambda h: h.val_loss[-1] if math.isfinite(h.val_loss[-1]) else float("inf"))
-    lrs = sorted(lrs) if extend else list(lrs)
-    sweep = {lr: fn(lr, seeds[0]) for lr in lrs}
-    best = min(sweep, key=lambda lr: score(sweep[lr]))
-    for _ in range(extend if len(lrs) >= 2 else 0):
-        lo, hi = min(sweep), max(sweep)
-        if best not in (lo, hi):
-            break
-        ratio = sorted(sweep)[1] / lo
-        new = lo / ratio if best == lo else hi * ratio
-        sweep[new] = fn(new, seeds[0])
-        sweep = dict(sorted(sweep.items()))
-        best = min(sweep, key=lambda lr: score(sweep[lr]))
-    return Tuned(best, sweep, [sweep[best]] + [fn(best, s) for s in seeds[1:]])

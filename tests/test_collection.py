@@ -1,13 +1,17 @@
 """Collection checks: every notebook follows the protocol, has a committed full-scale GPU result
-with a verdict that follows from its claims, keeps within the size budgets, and the README's
-dashboard is generated from those results."""
+whose verdict follows from its claims under the harness's rules, whose code matches the committed
+notebook, with a current reseed record and its figures shown inline; sizes stay within budget;
+shipped files stand alone; the README's dashboard is generated from the results."""
 import json
+import re
+import warnings
 from pathlib import Path
 
 import pytest
 
 from reprolib import dashboard
-from reprolib.run import VERDICTS
+from reprolib.run import KINDS, VERDICTS, notebook_hash, stale_reasons
+from reprolib.run import claims as C
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in ROOT.glob("notebooks/*/*.ipynb") if not p.name.startswith("."))
@@ -18,12 +22,13 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks under notebooks/<theme>/"
 
 
-def _cells(nb_path):
-    return json.loads(nb_path.read_text())["cells"]
-
-
 def _text(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _results(nb_path, name="results.json"):
+    path = ROOT / "figures" / nb_path.stem / name
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -33,7 +38,7 @@ def test_notebook_protocol(nb_path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     title = _text(cells[0])
     assert cells[0]["cell_type"] == "markdown" and title.startswith("# ")
-    for needle in ("arxiv.org/abs/", "**The claim.**", "**What this notebook reproduces.**"):
+    for needle in ("**The claim.**", "**What this notebook reproduces.**"):
         assert needle in title, f"{slug}: title cell lacks {needle!r}"
     params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{slug}: needs exactly one cell tagged 'parameters'"
@@ -44,34 +49,51 @@ def test_notebook_protocol(nb_path):
     assert f'Run("{slug}"' in code, f"{slug}: the Run harness must be created with the notebook's slug"
     assert "run.claim(" in code and "run.finish()" in code
     assert code.index("run.claim(") < code.index("run.measure("), f"{slug}: claims must be registered before measuring"
+    assert "tune_then_repeat" not in code, f"{slug}: tune with run.tune (unreported seeds, selection split, edges)"
     assert "show_source(" in code, f"{slug}: show the library's method with show_source, not a copy"
     for heading in ("## Discussion", "## Summary", "## Exercises"):
         assert heading in markdown, f"{slug}: missing {heading!r}"
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_committed_with_full_gpu_outputs(nb_path):
-    cells = _cells(nb_path)
-    outputs = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
-                      for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
-    assert f"{nb_path.stem} | scale=full" in outputs, f"{nb_path.stem}: commit the notebook with its full-scale run"
-    assert "device=cuda" in outputs, f"{nb_path.stem}: the committed run did not use a GPU"
-    assert "verdict: " in outputs
+def test_notebook_committed_with_full_gpu_outputs_and_inline_figures(nb_path):
+    cells = json.loads(nb_path.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    text = "".join("".join(o["text"]) if isinstance(o.get("text"), list) else o.get("text", "") for o in outputs)
+    assert f"{nb_path.stem} | scale=full" in text, f"{nb_path.stem}: commit the notebook with its full-scale run"
+    assert "device=cuda" in text, f"{nb_path.stem}: the committed run did not use a GPU"
+    assert "verdict: " in text and "| reseed" not in text, f"{nb_path.stem}: commit the main run, not a reseed run"
+    images = sum("image/png" in o.get("data", {}) for o in outputs)
+    res = _results(nb_path)
+    assert images >= max(1, len(res["figures"]) if res else 1), f"{nb_path.stem}: figures are not shown inline"
     assert nb_path.stat().st_size < 400 * KB, f"{nb_path.stem}: notebook over the 400 KB budget"
+
+
+def expected_verdict(res):
+    return C.verdict([c["outcome"] for c in res["claims"] if c["kind"] == "headline"])
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_results_json(nb_path):
     out_dir = ROOT / "figures" / nb_path.stem
-    res = json.loads((out_dir / "results.json").read_text())
+    res = _results(nb_path)
+    assert res is not None, f"{nb_path.stem}: no committed results.json (make figures NB={nb_path.stem})"
     assert res["slug"] == nb_path.stem and res["scale"] == "full"
     assert "cuda" in res["device"], "full-scale results must come from a GPU"
-    assert res["claims"] and all(isinstance(c["passed"], bool) and c["criterion"] for c in res["claims"])
-    passed = [c["passed"] for c in res["claims"]]
-    expected = VERDICTS[0] if all(passed) else VERDICTS[1] if any(passed) else VERDICTS[2]
-    assert res["verdict"] == expected, "the verdict must follow from the claims"
-    for key in ("paper", "seeds", "versions", "wall_time_s", "source_hash"):
+    assert res["claims"] and all(c["kind"] in KINDS and c["outcome"] in (C.PASS, C.FAIL, C.UNCLEAR)
+                                 for c in res["claims"])
+    assert any(c["kind"] == "headline" for c in res["claims"])
+    for c in res["claims"]:
+        gated = [r for r in res["regimes"] if r["passed"] is False
+                 and (c["name"] in (r["gates"] or []) or (r["gates"] is None and c["kind"] == "headline"))]
+        if gated:
+            assert c["outcome"] == C.UNCLEAR, f"{c['name']}: a failed regime check must make it inconclusive"
+        if c["timing"]:
+            assert c["counts"], f"{c['name']}: a timing claim records hardware-independent counts"
+    assert res["verdict"] == expected_verdict(res) and res["verdict"] in VERDICTS
+    for key in ("paper", "seeds", "tune_seeds", "versions", "wall_time_s", "provenance", "run_id", "parameters"):
         assert key in res
+    assert not set(res["seeds"]) & set(res["tune_seeds"]), "tuning seeds are never reported"
     assert len(res["seeds"]) >= 3, "full runs report medians over at least three seeds"
     for fig in res["figures"]:
         assert (out_dir / f"{fig}.png").exists()
@@ -79,11 +101,55 @@ def test_results_json(nb_path):
     assert size < 400 * KB, f"figures/{nb_path.stem} is {size / KB:.0f} KB (budget 400)"
 
 
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_code_is_the_code_that_ran(nb_path):
+    res = _results(nb_path)
+    assert res["provenance"]["notebook"] == notebook_hash(nb_path), \
+        f"{nb_path.stem}: code cells changed after the committed run; rerun it (make figures NB={nb_path.stem})"
+    lib = [r for r in stale_reasons(res, ROOT) if not r.endswith("code cells changed")]
+    if lib:
+        warnings.warn(f"{nb_path.stem}: library changed since its run ({'; '.join(lib[:3])}); make figures reruns it")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_reseed_record_is_current(nb_path):
+    res, reseed = _results(nb_path), _results(nb_path, "reseed.json")
+    assert reseed is not None, f"{nb_path.stem}: no reseed check (make reseed NB={nb_path.stem})"
+    assert reseed["main_run_id"] == res["run_id"], f"{nb_path.stem}: the reseed record is for an older run"
+    assert not set(reseed["seeds"]) & set(res["seeds"])
+    assert reseed["stable"] == (reseed["verdict"] == res["verdict"])
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_timing_notebooks_ask_for_a_gpu_of_their_own(nb_path):
+    nb = json.loads(nb_path.read_text())
+    code = "\n".join(_text(c) for c in nb["cells"] if c["cell_type"] == "code")
+    if "timing=True" in code:
+        assert nb["metadata"].get("reprolib", {}).get("exclusive_gpu"), \
+            f"{nb_path.stem} has timing claims: set metadata reprolib.exclusive_gpu = true"
+
+
+OUTSIDE = re.compile(r"\.\./shared|shared/(papers|tools)|\bthe design\b|\bissue\s*#?\d+|\bthe issue\b", re.I)
+SHIPPED = [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "reprolib").rglob("*.py"))]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shipped_files_stand_alone(path):
+    if path.suffix == ".ipynb":   # the reader's text and code, not the outputs
+        text = "\n".join(_text(c) for c in json.loads(path.read_text())["cells"])
+    else:
+        text = path.read_text()
+    hits = sorted({m.group(0) for m in OUTSIDE.finditer(text)})
+    assert not hits, f"{path.name} refers to files or issues a reader does not have: {hits}"
+
+
 def test_no_stray_figure_folders():
     slugs = {p.stem for p in NOTEBOOKS}
     stray = [d.name for d in (ROOT / "figures").iterdir()
              if d.is_dir() and d.name not in slugs and not d.name.startswith("_")]  # _bench: make bench
     assert not stray, f"figures/ folders without a notebook: {stray}"
+    left = sorted(p.name for p in ROOT.glob("notebooks/**/.*.ipynb"))
+    assert not left, f"files left in notebooks/ by an interrupted run: {left}"
 
 
 def test_dashboard_is_current():

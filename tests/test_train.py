@@ -1,5 +1,5 @@
-"""The training loop: schedule, evaluation schedule, probes that see the exact step, the
-tune-then-repeat protocol, and the figures runner's skip rule."""
+"""The training loop: schedule, evaluation schedule, probes that see the exact step,
+and the selection split the tuning protocol scores (Run.tune is tested in test_run_harness.py)."""
 import json
 import math
 from types import SimpleNamespace
@@ -7,11 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from reprolib import figures
 from reprolib.models import GPT, GPTConfig
 from reprolib.optim import make_optimizer
-from reprolib.run import source_hash
-from reprolib.train import lr_multiplier, stacked_cross_entropy, train, train_lm, tune_then_repeat
+from reprolib.train import lr_multiplier, stacked_cross_entropy, train, train_lm
 
 
 def test_lr_multiplier_shapes():
@@ -58,63 +56,20 @@ def test_train_lm_counts_tokens():
     assert hist.tokens == [0, 96, 192]
 
 
-def recording_run(loss_of_lr, calls):
-    """A stand-in for a training run: records (lr, seed) and returns a history with one val loss."""
-    def fn(lr, seed):
-        calls.append((lr, seed))
-        return SimpleNamespace(val_loss=[loss_of_lr(lr)])
-    return fn
-
-
-def test_tune_then_repeat_reuses_the_tuning_run():
-    calls = []
-    fn = recording_run(lambda lr: abs(math.log10(lr) + 2.5) if lr != 1.0 else float("nan"), calls)
-
-    t = tune_then_repeat(fn, [1e-3, 3e-3, 1.0], [0, 1, 2])
-    assert t.best_lr == 3e-3 and len(t.runs) == 3 and t.runs[0] is t.sweep[3e-3]
-    assert calls == [(1e-3, 0), (3e-3, 0), (1.0, 0), (3e-3, 1), (3e-3, 2)]  # NaN never wins
-
-
-def test_tune_then_repeat_extends_an_edge_grid():
-    """The optimum (lr 1e-4) lies below the grid: two extensions by the grid's ratio 2 reach it,
-    the third is not taken once the best lr is interior; without extend the edge lr wins."""
-    calls = []
-    fn = recording_run(lambda lr: abs(math.log2(lr / 1e-4)), calls)
-
-    grid = [8e-4, 4e-4, 1.6e-3]
-    plain = tune_then_repeat(fn, grid, [0])
-    assert plain.best_lr == 4e-4 and list(plain.sweep) == grid
-    calls.clear()
-    t = tune_then_repeat(fn, grid, [0, 1], extend=5)
-    assert t.best_lr == pytest.approx(1e-4) and len(t.sweep) == 6
-    assert list(t.sweep) == sorted(t.sweep) and [s for _, s in calls].count(0) == 6
-    assert calls[-1] == (t.best_lr, 1)
-    assert tune_then_repeat(fn, [1e-3], [0], extend=3).best_lr == 1e-3  # one lr: nothing to extend
-
-
-def test_figures_skip_rule(tmp_path):
-    (tmp_path / "reprolib").mkdir()
-    (tmp_path / "reprolib" / "x.py").write_text("a = 1\n")
-    nb = tmp_path / "notebooks" / "t" / "s.ipynb"
-    nb.parent.mkdir(parents=True)
-    nb.write_text(json.dumps(dict(cells=[dict(cell_type="code", source="x = 1", metadata={}, outputs=[])])))
-    assert figures.notebooks(tmp_path) == [nb]
-    assert not figures.up_to_date(tmp_path, nb)  # no results yet
-    res = tmp_path / "figures" / "s" / "results.json"
-    res.parent.mkdir(parents=True)
-    res.write_text(json.dumps(dict(scale="full", source_hash=source_hash("s", tmp_path))))
-    assert figures.up_to_date(tmp_path, nb)
-    (tmp_path / "reprolib" / "x.py").write_text("a = 2\n")
-    assert not figures.up_to_date(tmp_path, nb)
-    with pytest.raises(SystemExit, match="no notebook"):
-        figures.notebooks(tmp_path, "nope")
-
-
-def test_stacked_cross_entropy_is_each_runs_own_mean():
+def test_train_lm_scores_the_selection_split_once_at_the_end():
     torch.manual_seed(0)
-    logits, labels = torch.randn(3, 7, 4), torch.randint(0, 4, (3, 7))
-    per_run = stacked_cross_entropy(logits, labels)
-    torch.testing.assert_close(per_run, torch.stack([torch.nn.functional.cross_entropy(logits[r], labels[r])
-                                                     for r in range(3)]))
-    shared = stacked_cross_entropy(logits, labels[0])   # one label vector for every run
-    torch.testing.assert_close(shared[2], torch.nn.functional.cross_entropy(logits[2], labels[0]))
+    tokens = torch.randint(0, 16, (3000,))
+    model = GPT(GPTConfig(vocab_size=16, seq_len=8, n_layer=1, d_model=16, n_head=2))
+    opt = make_optimizer("adamw", model, lr=3e-3)
+    kw = dict(steps=4, batch_size=4, seq_len=8, eval_every=2, eval_batches=2, progress=False)
+    hist = train_lm(model, opt, tokens[:2000], tokens[2000:2400], select_tokens=tokens[2400:],
+                    generator=torch.Generator().manual_seed(0), **kw)
+    from reprolib.train import evaluate_lm
+    from reprolib.data import lm_eval_batches
+    with torch.no_grad():
+        expected = evaluate_lm(model.eval(), lm_eval_batches(tokens[2400:], 4, 8, 2))
+    assert hist.select_loss == pytest.approx(expected, rel=1e-5)
+    assert hist.select_loss != pytest.approx(hist.val_loss[-1])        # a different split from the reported one
+    plain = train_lm(GPT(GPTConfig(vocab_size=16, seq_len=8, n_layer=1, d_model=16, n_head=2)), opt, tokens[:2000],
+                     tokens[2000:2400], generator=torch.Generator().manual_seed(0), **kw)
+    assert plain.select_loss is None

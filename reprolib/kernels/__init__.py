@@ -1,7 +1,11 @@
-"""Hot paths of the collection, each with a plain PyTorch reference that runs on the CPU."""
-from .fake_quant import FakeQuantLinear, quantize_activation, quantize_linears, quantize_weight, ste
-from .graphs import CapturedCall
-from .newton_schulz import NS5_COEFFICIENTS, newton_schulz, newton_schulz_many
+"""Hot paths of the collection, each with a plain PyTorch reference that runs on the CPU.
+Submodules load on first use (reprolib/_lazy.py says why)."""
+from .._lazy import attach, exports_of
 
-__all__ = ["NS5_COEFFICIENTS", "CapturedCall", "FakeQuantLinear", "newton_schulz", "newton_schulz_many",
-           "quantize_activation", "quantize_linears", "quantize_weight", "ste"]
+_EXPORTS = exports_of({
+    ".fake_quant": ["FakeQuantLinear", "quantize_activation", "quantize_linears", "quantize_weight", "ste"],
+    ".graphs": ["CapturedCall"],
+    ".newton_schulz": ["NS5_COEFFICIENTS", "newton_schulz", "newton_schulz_many"],
+})
+attach(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

@@ -1,6 +1,8 @@
-"""Models: one configurable small GPT, an MLP and a small CNN."""
-from .cnn import SmallCNN
-from .gpt import GPT, GPTConfig, apply_rope, rope_tables
-from .mlp import MLP
+"""Models: one configurable small GPT, an MLP and a small CNN.
+Submodules load on first use (reprolib/_lazy.py says why)."""
+from .._lazy import attach, exports_of
 
-__all__ = ["GPT", "GPTConfig", "MLP", "SmallCNN", "apply_rope", "rope_tables"]
+_EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply_rope", "rope_tables"],
+                       ".mlp": ["MLP"]})
+attach(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

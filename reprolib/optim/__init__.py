@@ -4,23 +4,37 @@
 matrix optimizers (Muon family, SinkGD, AuON) update hidden matrices and hand embeddings, the
 head, gains and routers to AdamW at `adamw_lr`; Conda projects hidden matrices and gives the rest
 its own unprojected Adam, as its official code does; AdamW, Lion and Stable-SPAM update everything.
+Submodules load on first use (reprolib/_lazy.py says why).
 """
+import importlib
+
 import torch
 
-from .adamw import adamw_update
-from .auon import AuON, auon_update
-from .conda import Conda, conda_basis, conda_update
-from .grad_noise import GradientNoise, add_gradient_noise, noise_std
-from .lion import Lion, lion_update
-from .muon import LR_SCALES, Muon, is_hidden_matrix, muon_lr_scale, muon_param_groups, muon_update
-from .normuon import NorMuon, normuon_update
-from .sinkgd import SinkGD, sinkhorn_normalize
-from .stable_spam import StableSPAM, cosine_scale, stable_spam_update
-from .sven import Sven, residual_jacobian, sven_step, truncated_pinv_solve
-from .tract import TrActConv2d, TrActLinear, tract, tract_grad
+from .._lazy import attach, exports_of
 
-MATRIX_OPTIMIZERS = {"muon": Muon, "normuon": NorMuon, "sinkgd": SinkGD, "auon": AuON}
+_EXPORTS = exports_of({
+    ".adamw": ["adamw_update"],
+    ".auon": ["AuON", "auon_update"],
+    ".conda": ["Conda", "conda_basis", "conda_update"],
+    ".grad_noise": ["GradientNoise", "add_gradient_noise", "noise_std"],
+    ".lion": ["Lion", "lion_update"],
+    ".muon": ["LR_SCALES", "Muon", "is_hidden_matrix", "muon_lr_scale", "muon_param_groups", "muon_update"],
+    ".normuon": ["NorMuon", "normuon_update"],
+    ".sinkgd": ["SinkGD", "sinkhorn_normalize"],
+    ".stable_spam": ["StableSPAM", "cosine_scale", "stable_spam_update"],
+    ".sven": ["Sven", "residual_jacobian", "sven_step", "truncated_pinv_solve"],
+    ".tract": ["TrActConv2d", "TrActLinear", "tract", "tract_grad"],
+})
+attach(__name__, _EXPORTS)
+
+# name -> (module, class); the matrix optimizers take muon_param_groups and need adamw_lr
+MATRIX_OPTIMIZERS = {"muon": (".muon", "Muon"), "normuon": (".normuon", "NorMuon"),
+                     "sinkgd": (".sinkgd", "SinkGD"), "auon": (".auon", "AuON")}
 OPTIMIZERS = ("adamw", "lion", "stable_spam", "conda", *MATRIX_OPTIMIZERS)
+
+
+def _load(module: str, name: str):
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, adamw_lr: float | None = None,
@@ -32,25 +46,21 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float, adamw_lr: float
         kwargs.setdefault("betas", (0.9, 0.95))
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=all(p.is_cuda for p in params), **kwargs)
     if name == "lion":
-        return Lion(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        return _load(".lion", "Lion")(params, lr=lr, weight_decay=weight_decay, **kwargs)
     if name == "stable_spam":
-        return StableSPAM(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        return _load(".stable_spam", "StableSPAM")(params, lr=lr, weight_decay=weight_decay, **kwargs)
+    muon_param_groups = _load(".muon", "muon_param_groups")
     if name == "conda":
         groups = muon_param_groups(model, lr, lr, weight_decay, weight_decay)
         for g in groups:
             g["use_conda"] = g.pop("use_muon")
-        return Conda(groups, lr=lr, **kwargs)
+        return _load(".conda", "Conda")(groups, lr=lr, **kwargs)
     if name in MATRIX_OPTIMIZERS:
         if adamw_lr is None:
             raise ValueError(f"{name} needs adamw_lr for the non-matrix parameters")
         kwargs.setdefault("betas", (0.9, 0.95))
-        return MATRIX_OPTIMIZERS[name](muon_param_groups(model, lr, adamw_lr, weight_decay), lr=lr, **kwargs)
+        return _load(*MATRIX_OPTIMIZERS[name])(muon_param_groups(model, lr, adamw_lr, weight_decay), lr=lr, **kwargs)
     raise ValueError(f"unknown optimizer {name!r}; valid: {OPTIMIZERS}")
 
 
-__all__ = ["OPTIMIZERS", "MATRIX_OPTIMIZERS", "LR_SCALES", "AuON", "Conda", "GradientNoise", "Lion", "Muon",
-           "NorMuon", "SinkGD", "StableSPAM", "Sven", "TrActConv2d", "TrActLinear", "adamw_update",
-           "add_gradient_noise", "auon_update", "conda_basis", "conda_update", "cosine_scale", "is_hidden_matrix",
-           "lion_update", "make_optimizer", "muon_lr_scale", "muon_param_groups", "muon_update", "noise_std",
-           "normuon_update", "residual_jacobian", "sinkhorn_normalize", "stable_spam_update", "sven_step",
-           "tract", "tract_grad", "truncated_pinv_solve"]
+__all__ = ["OPTIMIZERS", "MATRIX_OPTIMIZERS", "make_optimizer", *_EXPORTS]

@@ -1,0 +1,88 @@
+"""The notebook runner (reprolib/figures.py): packing rules, and a real run of tiny notebooks
+through papermill: in place on success, nothing touched on failure, reseed records, skip rule."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reprolib import figures
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job(name, exclusive=False):
+    return figures.Job(Path(f"{name}.ipynb"), "main", exclusive)
+
+
+def test_packing_rules():
+    a, b, c, x, y = job("a"), job("b"), job("c"), job("x", True), job("y", True)
+    running = {0: [], 1: []}
+    assert figures.pick(0, [0, 1], running, [x, a], per_gpu=2) is x      # an empty GPU takes the exclusive job
+    running[0] = [x]
+    assert figures.pick(0, [0, 1], running, [a], per_gpu=2) is None      # nothing joins an exclusive job
+    assert figures.pick(1, [0, 1], running, [a, b], per_gpu=2) is a
+    running[1] = [a, b]
+    assert figures.pick(1, [0, 1], running, [c], per_gpu=2) is None      # full
+    running = {0: [a]}
+    assert figures.pick(0, [0], running, [y, b], per_gpu=3) is None      # drain for the waiting exclusive job
+    running = {0: [a], 1: [b, c]}
+    assert figures.pick(0, [0, 1], running, [y, a], per_gpu=3) is None   # GPU 0 has fewest: it drains
+    assert figures.pick(1, [0, 1], running, [y, a], per_gpu=3) is a
+
+
+def nb_json(cells, exclusive=False):
+    return dict(cells=[dict(cell_type="code", source=src, metadata=dict(tags=tags), outputs=[], execution_count=None)
+                       for src, tags in cells],
+                metadata=dict(kernelspec=dict(name="python3", display_name="Python 3", language="python"),
+                              reprolib=dict(exclusive_gpu=exclusive)),
+                nbformat=4, nbformat_minor=5)
+
+
+GOOD = [("scale = None\nseeds = [0, 1, 2]\ndevice = 'cpu'", ["parameters"]),
+        ("from types import SimpleNamespace\nfrom reprolib import Run\n"
+         "run = Run('good', dict(id='T1', title='t', arxiv='0000.00000'), scale=scale, seeds=seeds, device=device)\n"
+         "run.claim('gain', 'b beats a', 'a - b > 0')\n"
+         "t = run.tune('m', lambda lr, s: SimpleNamespace(select_loss=abs(lr - 2e-3)), [1e-3, 2e-3, 4e-3])\n"
+         "run.measure(a=[1.5 + 0.01 * (s % 3) for s in run.seeds], b=[1.4 + 0.012 * (s % 3) for s in run.seeds])\n"
+         "run.finish()", [])]
+BAD = [("scale = None\nseeds = [0, 1, 2]\ndevice = 'cpu'", ["parameters"]), ("raise RuntimeError('boom')", [])]
+
+
+@pytest.mark.skipif(os.environ.get("REPRO_SKIP_SLOW") == "1", reason="REPRO_SKIP_SLOW")
+def test_runner_end_to_end(tmp_path, monkeypatch, capsys):
+    (tmp_path / "reprolib").symlink_to(ROOT / "reprolib")   # the modules a run records resolve here too
+    good, bad = tmp_path / "notebooks" / "t" / "good.ipynb", tmp_path / "notebooks" / "t" / "bad.ipynb"
+    good.parent.mkdir(parents=True)
+    good.write_text(json.dumps(nb_json(GOOD)))
+    bad.write_text(json.dumps(nb_json(BAD)))
+    bad_before = bad.read_bytes()
+    monkeypatch.setenv("REPRO_SCALE", "full")
+    monkeypatch.setenv("REPRO_ROOT", str(tmp_path))
+    monkeypatch.delenv("REPRO_OUT", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert figures.main(["--reseed", "--per-gpu", "2"], root=tmp_path) == 1     # bad failed
+    out = capsys.readouterr().out
+    assert "FAILED bad (main)" in out and "skip   bad (reseed)" in out and "ok     good (reseed)" in out
+    res = json.loads((tmp_path / "figures" / "good" / "results.json").read_text())
+    reseed = json.loads((tmp_path / "figures" / "good" / "reseed.json").read_text())
+    assert res["verdict"] == "reproduced" and res["gpu_exclusive"] is False
+    assert reseed["seeds"] == [100, 101, 102] and reseed["main_run_id"] == res["run_id"] and reseed["stable"]
+    assert reseed["tuning"]["m"]["reused_from_main_run"]
+    executed = json.loads(good.read_text())
+    assert any("verdict: reproduced" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert bad.read_bytes() == bad_before and not (tmp_path / "figures" / "bad").exists()
+    assert sorted(p.name for p in good.parent.iterdir()) == ["bad.ipynb", "good.ipynb"]   # nothing left behind
+    assert (tmp_path / ".runs" / "main" / "bad.ipynb").exists()                            # the partial run, for reading
+    # the good notebook is now up to date: a second call reruns only the failed one
+    assert figures.main(["--nb", "good", "--reseed", "--dry-run"], root=tmp_path) == 0
+    assert "up to date  good" in capsys.readouterr().out
+
+
+def test_make_figures_is_the_only_writer_of_figures():
+    """No code path but the runner points a run at figures/: the default is an ignored folder."""
+    text = (ROOT / "reprolib" / "run" / "harness.py").read_text()
+    assert '".runs" if self.full else ".smoke"' in text
+    ignored = subprocess.run(["git", "check-ignore", ".runs/x", ".smoke/x"], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == [".runs/x", ".smoke/x"]
