@@ -93,6 +93,9 @@ def _stamp() -> str:
 def start(job: Job, root: Path, scale: str, gpu: int | None) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}   # inline figures in the notebook
     env.update(REPRO_SCALE=scale, PYTHONUNBUFFERED="1", REPRO_ROOT=str(root))
+    # packed runs share the host's cores: bound each one's CPU threads and compile workers
+    env.setdefault("OMP_NUM_THREADS", str(job.extra.get("threads", 2)))
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(job.extra.get("threads", 2)))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     args = [sys.executable, "-m", "papermill", str(job.nb), "", "-k", "python3", "--cwd", str(job.nb.parent),
@@ -137,22 +140,22 @@ def finish(job: Job, root: Path) -> None:
 
 
 def pick(gpu, gpus, running: dict, ready: list[Job], per_gpu: int) -> Job | None:
-    """The next job for `gpu`: an exclusive job only on an empty GPU; packed jobs up to per_gpu,
-    except on the GPUs kept draining so that waiting exclusive jobs get an empty GPU."""
+    """The next job for `gpu`. An exclusive job starts only on an empty GPU and, while packed work
+    is waiting, on one GPU at a time (the others keep packing); packed jobs fill a GPU up to
+    per_gpu. When an exclusive job waits and no GPU holds one, the least loaded GPU takes no new
+    packed jobs, so that it empties."""
     here = running[gpu]
     if any(j.exclusive for j in here):
         return None
     excl = [j for j in ready if j.exclusive]
     packed = [j for j in ready if not j.exclusive]
-    if not here and excl:
+    held = [g for g in gpus if any(j.exclusive for j in running[g])]
+    if excl and not here and (not held or not packed):
         return excl[0]
     if len(here) >= per_gpu or not packed:
         return None
-    if excl:
-        candidates = [g for g in gpus if not any(j.exclusive for j in running[g])]
-        draining = sorted(candidates, key=lambda g: len(running[g]))[:len(excl)]
-        if gpu in draining:
-            return None
+    if excl and not held and gpu == min(gpus, key=lambda g: (len(running[g]), str(g))):
+        return None   # draining for the waiting exclusive job
     return packed[0]
 
 
@@ -233,6 +236,9 @@ def main(argv=None, root: Path | None = None) -> int:
             print("warning: no GPU visible; full-scale runs on the CPU will be very slow")
         gpus = list(range(n)) if n else [None]
     per_gpu = args.per_gpu if scale == "full" else max(1, min(2, os.cpu_count() or 1))
+    threads = max(1, (os.cpu_count() or 2) // (per_gpu * len(gpus)))
+    for j in jobs:
+        j.extra["threads"] = (os.cpu_count() or 2) // len(gpus) if j.exclusive else threads
     t0 = time.perf_counter()
     print(f"[{_stamp()}] {len(jobs)} runs on {len(gpus)} {'GPU' if scale == 'full' else 'slot'}(s), "
           f"up to {per_gpu} per GPU", flush=True)

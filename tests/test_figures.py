@@ -19,17 +19,22 @@ def job(name, exclusive=False):
 def test_packing_rules():
     a, b, c, x, y = job("a"), job("b"), job("c"), job("x", True), job("y", True)
     running = {0: [], 1: []}
-    assert figures.pick(0, [0, 1], running, [x, a], per_gpu=2) is x      # an empty GPU takes the exclusive job
+    assert figures.pick(0, [0, 1], running, [x, y, a], per_gpu=2) is x   # an empty GPU takes an exclusive job
     running[0] = [x]
-    assert figures.pick(0, [0, 1], running, [a], per_gpu=2) is None      # nothing joins an exclusive job
-    assert figures.pick(1, [0, 1], running, [a, b], per_gpu=2) is a
+    assert figures.pick(0, [0, 1], running, [y, a], per_gpu=2) is None   # nothing joins an exclusive job
+    assert figures.pick(1, [0, 1], running, [y, a, b], per_gpu=2) is a   # one GPU held at a time: GPU 1 packs
     running[1] = [a, b]
-    assert figures.pick(1, [0, 1], running, [c], per_gpu=2) is None      # full
+    assert figures.pick(1, [0, 1], running, [y, c], per_gpu=2) is None   # full
+    running = {0: [], 1: [a]}
+    assert figures.pick(0, [0, 1], running, [y, b], per_gpu=3) is y      # GPU 0 freed: the next exclusive job
     running = {0: [a]}
-    assert figures.pick(0, [0], running, [y, b], per_gpu=3) is None      # drain for the waiting exclusive job
+    assert figures.pick(0, [0], running, [y, b], per_gpu=3) is None      # one GPU: drain for the exclusive job
+    running = {0: []}
+    assert figures.pick(0, [0], running, [y, b], per_gpu=3) is y
     running = {0: [a], 1: [b, c]}
     assert figures.pick(0, [0, 1], running, [y, a], per_gpu=3) is None   # GPU 0 has fewest: it drains
     assert figures.pick(1, [0, 1], running, [y, a], per_gpu=3) is a
+    assert figures.pick(None, [None], {None: []}, [a], per_gpu=1) is a   # no GPU: one slot
 
 
 def nb_json(cells, exclusive=False):
