@@ -21,7 +21,10 @@ def attach(package: str, exports: dict[str, str], modules=()) -> None:
     class LazyPackage(types.ModuleType):
         def __getattr__(self, name):
             if name not in exports:
-                raise AttributeError(f"module {package!r} has no attribute {name!r}")
+                try:   # a submodule by its own name: optim.normuon
+                    return importlib.import_module(f".{name}", package)
+                except ModuleNotFoundError:
+                    raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
             module = importlib.import_module(exports[name], package)
             return module if name in modules else getattr(module, name)
 

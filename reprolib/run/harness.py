@@ -310,7 +310,8 @@ class Run:
             runs = [fn(best, s) for s in self.seeds]
             t = Tuned(best, {best: runs[0]}, runs, {}, [], bool(main["on_edge"]), reused=True)
             self.tuning[key] = dict(main, reused_from_main_run=True)
-            self._edge_regime(key, t, gates, lo=main["lrs"][0], hi=main["lrs"][-1])
+            if len(main["grid"]) >= 2:
+                self._edge_regime(key, t, gates, lo=main["lrs"][0], hi=main["lrs"][-1])
             return t
         sweep = {lr: [fn(lr, s) for s in self.tune_seeds] for lr in lrs}
 
