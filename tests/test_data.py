@@ -319,3 +319,16 @@ def test_seed_batches_share_order_within_a_seed_and_reshuffle_each_epoch():
     assert not torch.equal(b(5)[1][0], ys[0, :8])                           # epoch 1 reshuffles
     with pytest.raises(ValueError, match="too few"):
         SeedBatches(x[:4], y[:4], 8, [0], torch.Generator())
+
+
+def test_corpus_yardsticks_against_closed_forms():
+    from reprolib.data import TokenCorpus
+    # a period-2 stream 0,1,0,1,...: unigram entropy log 2, bigram conditional entropy 0
+    train = torch.tensor([0, 1] * 500)
+    c = TokenCorpus(train=train, val=torch.tensor([0, 1, 0, 1]), vocab_size=3, entropy_rate=0.0, info={})
+    assert c.ngram_entropy(0) == pytest.approx(math.log(2))
+    assert c.ngram_entropy(1) == pytest.approx(0.0, abs=1e-5)   # plug-in: n-gram counts differ by the stream ends
+    # add-one smoothing over 3 symbols: p(0) = p(1) = 501/1003
+    assert c.unigram_loss() == pytest.approx(-math.log(501 / 1003))
+    s = c.split_select(0.1)
+    assert len(s.select) == 100 and len(s.train) == 900 and torch.equal(torch.cat([s.train, s.select]), train)

@@ -392,3 +392,25 @@ def test_classification_error_counts_wrong_argmax_in_chunks():
     y = torch.zeros(10, dtype=torch.long)
     assert classification_error(model, x, y, chunk=3) == 0.3
     assert classification_error(model, x, 1 - y, chunk=100) == 0.7
+
+
+def test_tail_drop_share_and_steps_fraction():
+    from reprolib.metrics import steps_fraction, tail_drop, tail_share
+    steps = [0, 25, 50, 75, 100]
+    linear = [4.0, 3.0, 2.0, 1.0, 0.0]              # a steady fall: the last quarter holds a quarter of it
+    assert tail_drop(steps, linear) == pytest.approx(1.0)
+    assert tail_share(steps, linear) == pytest.approx(0.25)
+    flat = [4.0, 1.0, 0.6, 0.5, 0.5]
+    assert tail_drop(steps, flat) == pytest.approx(0.0) and tail_share(steps, flat) == pytest.approx(0.0)
+    assert tail_drop(steps, linear, tail=0.1) == pytest.approx(0.4)   # interpolated between evaluations
+    assert steps_fraction(steps, linear, 2.0) == pytest.approx(0.5)
+    assert steps_fraction(steps, linear, 2.0, total=200) == pytest.approx(0.25)
+    assert math.isinf(steps_fraction(steps, linear, -1.0))
+    with pytest.raises(ValueError):
+        tail_drop(steps, linear, tail=1.5)
+
+
+def test_count_flops_of_a_matmul():
+    from reprolib.metrics import count_flops
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert count_flops(torch.matmul, a, b) == 2 * 8 * 16 * 4

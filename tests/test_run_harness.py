@@ -308,3 +308,13 @@ def test_missing_measurement_is_an_error(tmp_path):
     run.claim("a", "a", "x < 1")
     with pytest.raises(KeyError, match="x"):
         run.finish()
+
+
+def test_grid_extensions_list_what_tune_may_add(tmp_path):
+    from reprolib.run import grid_extensions
+    below, above = grid_extensions([4e-4, 8e-4, 1.6e-3], extend=2)
+    assert below == pytest.approx([2e-4, 1e-4]) and above == pytest.approx([3.2e-3, 6.4e-3])
+    assert grid_extensions([1e-3]) == ([], [])
+    run = make_run(tmp_path, seeds=[0])
+    t = run.tune("k", lambda lr, seed: history(abs(math.log2(lr / 6.4e-3))), [4e-4, 8e-4, 1.6e-3], extend=2)
+    assert t.extended == pytest.approx(above) and t.best_lr == pytest.approx(6.4e-3) and t.on_edge

@@ -24,6 +24,30 @@ class TokenCorpus:
     encode: Callable | None = None   # str -> int64 ids (text corpora)
     select: torch.Tensor | None = None   # int64 [n_select], held out of train for tuning
 
+    def unigram_loss(self, split: str = "val") -> float:
+        """Cross-entropy (nats/token) of `split` under the train stream's token frequencies (add-one
+        smoothed): the loss of the best model that ignores context, the yardstick a trained LM must
+        clearly beat."""
+        counts = torch.bincount(self.train, minlength=self.vocab_size).double() + 1
+        return float(-(counts / counts.sum()).log()[getattr(self, split)].mean())
+
+    def ngram_entropy(self, context: int = 0) -> float:
+        """Plug-in entropy H(X_t | previous `context` tokens) of the train stream, nats/token
+        (context=0: the unigram entropy; 1: the bigram model's conditional entropy)."""
+        x, V = self.train.long(), self.vocab_size
+
+        def h(n):
+            if n == 0:
+                return 0.0
+            ids = torch.zeros(len(x) - n + 1, dtype=torch.long)
+            for i in range(n):   # the n-gram as one base-V number
+                ids = ids * V + x[i:len(x) - n + 1 + i]
+            c = torch.unique(ids, return_counts=True)[1].double()
+            p = c / c.sum()
+            return float(-(p * p.log()).sum())
+
+        return h(context + 1) - h(context)
+
     def split_select(self, frac: float = 0.05) -> "TokenCorpus":
         """A copy whose last `frac` of train becomes the selection split (train shrinks by it)."""
         if not 0.0 < frac < 1.0:

@@ -4,8 +4,14 @@
     steps_to_target:    first x* with y(x*) = target on the (smoothed) curve,
                         y linear between evaluations:
                         x* = x_{i-1} + (target - y_{i-1}) (x_i - x_{i-1}) / (y_i - y_{i-1})
+    steps_fraction:     steps_to_target / the run's length
+    tail_drop:          y(x at (1 - tail) of the run) - y_final, y linear between evaluations
+    tail_share:         tail_drop / (y_0 - y_final): the share of the run's whole drop that came
+                        in its last `tail` (a loss still falling at a steady rate gives `tail`)
     median_spread:      median, min, max and count over seeds, NaN dropped
     classification_error: fraction of examples whose argmax prediction is wrong
+
+tail_drop and tail_share are the "loss has flattened" regime checks of the notebooks.
 """
 
 import math
@@ -13,7 +19,8 @@ import math
 import numpy as np
 from scipy.signal import lfilter
 
-__all__ = ["ema", "steps_to_target", "median_spread", "classification_error"]
+__all__ = ["ema", "steps_to_target", "steps_fraction", "tail_drop", "tail_share", "median_spread",
+           "classification_error"]
 
 
 def ema(values, alpha: float) -> np.ndarray:
@@ -69,6 +76,28 @@ def steps_to_target(steps, values, target: float, smooth: float | None = None) -
         return float(x[i])
     # y[i-1] > target >= y[i], so the slope is nonzero
     return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+
+
+def steps_fraction(steps, values, target: float, total: float | None = None) -> float:
+    """steps_to_target as a fraction of the run (`total`, default the last evaluated step); inf: never."""
+    total = float(total if total is not None else np.asarray(steps, dtype=np.float64)[-1])
+    return steps_to_target(steps, values, target) / total
+
+
+def tail_drop(steps, values, tail: float = 0.25) -> float:
+    """How much the curve fell over the last `tail` of the run: y(x_end - tail * x_end) - y_end."""
+    if not 0 < tail < 1:
+        raise ValueError(f"tail must be in (0, 1), got {tail}")
+    x = np.asarray(steps, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    return float(np.interp(x[-1] - tail * (x[-1] - x[0]), x, y) - y[-1])
+
+
+def tail_share(steps, values, tail: float = 0.25) -> float:
+    """The share of the whole drop y_0 - y_end that came in the last `tail` of the run."""
+    y = np.asarray(values, dtype=np.float64)
+    total = y[0] - y[-1]
+    return tail_drop(steps, values, tail) / total if total > 0 else math.inf
 
 
 def median_spread(values) -> dict:

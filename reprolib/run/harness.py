@@ -155,6 +155,17 @@ class Tuned:
     reused: bool = False  # a reseed run took best_lr from the main run instead of tuning
 
 
+def grid_extensions(lrs, extend: int = 3) -> tuple[list, list]:
+    """The lrs run.tune may add beyond each edge of a grid, nearest first: the grid's own ratio
+    (second-smallest / smallest), `extend` steps down and up. Stacked notebooks that must train every
+    candidate at once train these too."""
+    lrs = sorted(float(lr) for lr in lrs)
+    if len(lrs) < 2:
+        return [], []
+    ratio = lrs[1] / lrs[0]
+    return [lrs[0] / ratio ** k for k in range(1, extend + 1)], [lrs[-1] * ratio ** k for k in range(1, extend + 1)]
+
+
 def default_score(result) -> float:
     """The selection score: the final loss on the selection split, never the reported split."""
     sel = getattr(result, "select_loss", None)
@@ -275,10 +286,11 @@ class Run:
     def regime(self, name: str, statement: str, criterion: str, gates=None) -> Regime:
         """Pre-register a regime check: the run reached the regime a claim is about (the baseline
         trained, the loss flattened, enough steps). It must hold for every seed; if not, the claims it
-        gates (default: every headline claim) are inconclusive, never failed."""
+        gates (default: every headline claim; gates=() gates none: a reported diagnostic) are
+        inconclusive, never failed."""
         self._registering(name)
         C.parse(criterion)
-        self.regimes[name] = Regime(name, statement, criterion, tuple(gates) if gates else None)
+        self.regimes[name] = Regime(name, statement, criterion, tuple(gates) if gates is not None else None)
         return self.regimes[name]
 
     def measure(self, **values) -> None:
@@ -300,6 +312,7 @@ class Run:
         3. while the best lr is an edge of the grid, add the next lr beyond it (the grid's own
            ratio), at most `extend` times (each added lr is recorded);
         4. run the reported seeds at the best lr.
+        (grid_extensions(lrs, extend) lists the lrs step 3 may add.)
         A best lr still on an edge afterwards fails the regime check `<key>_lr_inside_grid`, which
         gates `gates` (default every headline claim). A reseed run reuses the main run's lr."""
         score = score or default_score
@@ -321,10 +334,10 @@ class Run:
 
         scores = {lr: s(lr) for lr in sweep}
         extended = []
+        below, above = grid_extensions(lrs, extend)
         best = min(scores, key=scores.get)
         while len(lrs) >= 2 and best in (min(scores), max(scores)) and len(extended) < extend:
-            ratio = sorted(scores)[1] / min(scores)
-            new = min(scores) / ratio if best == min(scores) else max(scores) * ratio
+            new = (below if best == min(scores) else above).pop(0)
             sweep[new] = [fn(new, s_) for s_ in self.tune_seeds]
             scores[new] = s(new)
             extended.append(new)
@@ -347,8 +360,8 @@ class Run:
         if name in self.regimes:
             raise ValueError(f"{key!r} tuned twice")
         self.regimes[name] = Regime(
-            name, f"{key}: the selected lr {t.best_lr:g} lies inside the tuned grid [{lo:g}, {hi:g}] "
-                  "(after extending it at its edges)", None, tuple(gates) if gates else None,
+            name, f"{key}: the selected lr ({t.best_lr:g}) must lie inside the tuned grid [{lo:g}, {hi:g}], "
+                  "not on its edge (after extending it there)", None, tuple(gates) if gates is not None else None,
             passed=not t.on_edge, values=dict(best_lr=t.best_lr, lowest=lo, highest=hi))
 
     # ---- figures and results ---------------------------------------------------------------------
@@ -389,7 +402,7 @@ class Run:
         for r in self.regimes.values():
             if r.passed:
                 continue
-            gated = r.gates or [c.name for c in self.claims.values() if c.kind == "headline"]
+            gated = r.gates if r.gates is not None else [c.name for c in self.claims.values() if c.kind == "headline"]
             for name in gated:
                 if name not in self.claims:
                     raise KeyError(f"regime check {r.name!r} gates unknown claim {name!r}")
