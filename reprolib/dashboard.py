@@ -18,10 +18,15 @@ MARK = {"pass": "✓", "fail": "✗", "inconclusive": "?"}
 
 
 def load_results(root: Path) -> list[dict]:
+    owed = {}
+    pending_path = root / "figures" / "pending.json"
+    if pending_path.exists():
+        owed = json.loads(pending_path.read_text())
     out = []
     for path in sorted((root / "figures").glob("*/results.json")):
         r = json.loads(path.read_text())
         r["_dir"] = path.parent.relative_to(root).as_posix()
+        r["_pending"] = owed.get("runs", {}).get(r["slug"])
         reseed = path.with_name("reseed.json")
         r["_reseed"] = json.loads(reseed.read_text()) if reseed.exists() else None
         out.append(r)
@@ -42,6 +47,9 @@ def _claims(r: dict, kinds) -> str:
 
 
 def _row(r: dict, paper_cell: str) -> str:
+    if r.get("_pending"):
+        return (f"| {paper_cell} | — | {r['_pending']} | **pending rerun** (previous protocol: {r['verdict']}) | "
+                f"not checked | — | — | — | |")
     fig = f"[png]({r['_dir']}/{r['figures'][0]}.png)" if r.get("figures") else ""
     device = r["device"].split(": ", 1)[-1]
     unmet = [g["name"] for g in r.get("regimes", []) if g.get("passed") is False]
@@ -68,8 +76,10 @@ def render(root: Path | None = None) -> str:
     if comparisons:
         rows += ["", "Cross-paper comparisons (no single paper's claim):", ""] + [h.format(what="comparison") for h in HEADER]
         rows += [_row(r, f"{r['paper']['id']} {r['paper']['title']}") for r in comparisons]
-    total = sum(float(r.get("gpu_minutes") or 0) for r in results)
-    rows.append(f"\n{len(results)} notebooks; their committed runs' wall times sum to **{total:.0f} GPU minutes** "
+    total = sum(float(r.get("gpu_minutes") or 0) for r in results if not r.get("_pending"))
+    owed = sum(bool(r.get("_pending")) for r in results)
+    rows.append(f"\n{len(results)} notebooks ({owed} pending a rerun under the current protocol); the committed runs' "
+                f"wall times sum to **{total:.0f} GPU minutes** "
                 "(runs packed several to a GPU; `make figures` packs them the same way). "
                 "✓ pass, ✗ fail, ? inconclusive (inside the seed noise, or a regime check failed).")
     return "\n".join(rows)

@@ -86,6 +86,20 @@ def reseed_current(root: Path, slug: str) -> bool:
     return bool(main and reseed and reseed.get("main_run_id") == main.get("run_id"))
 
 
+def pending(root: Path) -> dict:
+    """figures/pending.json: the runs and reseed checks owed under the current protocol."""
+    path = root / "figures" / "pending.json"
+    return json.loads(path.read_text()) if path.exists() else {"runs": {}, "reseeds": {}}
+
+
+def settle(root: Path, kind: str, slug: str) -> None:
+    """A run or reseed check of `slug` succeeded: it is no longer owed."""
+    path = root / "figures" / "pending.json"
+    data = pending(root)
+    if path.exists() and data.get(kind, {}).pop(slug, None) is not None:
+        path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def _stamp() -> str:
     return time.strftime("%H:%M:%S")
 
@@ -126,6 +140,8 @@ def finish(job: Job, root: Path) -> None:
     job.extra["wall_s"] = secs
     if job.mode == "main" and ok:
         os.replace(job.out, job.nb)   # the committed notebook now holds this run's outputs
+    if ok and job.mode in ("main", "reseed"):
+        settle(root, "runs" if job.mode == "main" else "reseeds", job.slug)
     job.status = "ok" if ok else "failed"
     where = f", gpu {job.gpu}" if job.gpu is not None else ""
     line = f"[{_stamp()}] {'ok    ' if ok else 'FAILED'} {job.name}{where}, {secs:.0f} s"

@@ -16,6 +16,16 @@ from reprolib.run import claims as C
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in ROOT.glob("notebooks/*/*.ipynb") if not p.name.startswith("."))
 KB = 1024
+PENDING_PATH = ROOT / "figures" / "pending.json"
+PENDING = json.loads(PENDING_PATH.read_text()) if PENDING_PATH.exists() else {"runs": {}, "reseeds": {}}
+
+
+def owed_run(nb_path):
+    """A notebook revised for the current protocol whose full-scale run is still owed: its
+    committed-run checks wait (test_pending_list_is_honest checks the list itself)."""
+    why = PENDING["runs"].get(nb_path.stem)
+    if why:
+        pytest.skip(f"{nb_path.stem}: full-scale run pending ({why})")
 
 
 def test_there_are_notebooks():
@@ -57,6 +67,7 @@ def test_notebook_protocol(nb_path):
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_committed_with_full_gpu_outputs_and_inline_figures(nb_path):
+    owed_run(nb_path)
     cells = json.loads(nb_path.read_text())["cells"]
     outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
     text = "".join("".join(o["text"]) if isinstance(o.get("text"), list) else o.get("text", "") for o in outputs)
@@ -75,6 +86,7 @@ def expected_verdict(res):
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_results_json(nb_path):
+    owed_run(nb_path)
     out_dir = ROOT / "figures" / nb_path.stem
     res = _results(nb_path)
     assert res is not None, f"{nb_path.stem}: no committed results.json (make figures NB={nb_path.stem})"
@@ -103,6 +115,7 @@ def test_results_json(nb_path):
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_code_is_the_code_that_ran(nb_path):
+    owed_run(nb_path)
     res = _results(nb_path)
     assert res["provenance"]["notebook"] == notebook_hash(nb_path), \
         f"{nb_path.stem}: code cells changed after the committed run; rerun it (make figures NB={nb_path.stem})"
@@ -113,6 +126,9 @@ def test_committed_code_is_the_code_that_ran(nb_path):
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_reseed_record_is_current(nb_path):
+    owed_run(nb_path)
+    if nb_path.stem in PENDING["reseeds"]:
+        pytest.skip(f"{nb_path.stem}: reseed check pending")
     res, reseed = _results(nb_path), _results(nb_path, "reseed.json")
     assert reseed is not None, f"{nb_path.stem}: no reseed check (make reseed NB={nb_path.stem})"
     assert reseed["main_run_id"] == res["run_id"], f"{nb_path.stem}: the reseed record is for an older run"
@@ -127,6 +143,25 @@ def test_timing_notebooks_ask_for_a_gpu_of_their_own(nb_path):
     if "timing=True" in code:
         assert nb["metadata"].get("reprolib", {}).get("exclusive_gpu"), \
             f"{nb_path.stem} has timing claims: set metadata reprolib.exclusive_gpu = true"
+
+
+def test_pending_list_is_honest():
+    """The list of owed runs names real notebooks; a notebook is listed only while its committed
+    result does not match its code; a listed notebook shows no outputs of an older run; and an owed
+    run is owed for its reseed check too. The README table shows every pending entry."""
+    slugs = {p.stem: p for p in NOTEBOOKS}
+    assert set(PENDING) >= {"runs", "reseeds"}
+    for slug in [*PENDING["runs"], *PENDING["reseeds"]]:
+        assert slug in slugs, f"figures/pending.json names {slug!r}, which is not a notebook"
+    for slug in PENDING["runs"]:
+        res = _results(slugs[slug])
+        assert stale_reasons(res, ROOT), f"{slug}: its result matches its code: remove it from pending runs"
+        cells = json.loads(slugs[slug].read_text())["cells"]
+        text = json.dumps([c.get("outputs", []) for c in cells])
+        assert "verdict: " not in text and "scale=full" not in text, f"{slug}: clear the outputs of the older run"
+        assert slug in PENDING["reseeds"], f"{slug}: an owed run owes its reseed check too"
+    table = dashboard.render(ROOT)
+    assert table.count("**pending rerun**") == len(PENDING["runs"])
 
 
 OUTSIDE = re.compile(r"\.\./shared|shared/(papers|tools)|\bthe design\b|\bissue\s*#?\d+|\bthe issue\b", re.I)
