@@ -66,6 +66,25 @@ def test_notebook_protocol(nb_path):
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_exercise_has_a_hint_and_a_worked_solution(nb_path):
+    markdown = "\n".join(_text(c) for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "markdown")
+    exercises = markdown.split("## Exercises", 1)[1]
+    n = len(re.findall(r"^\d+\. ", exercises, re.M))
+    hints = exercises.count("<summary>Hint</summary>")
+    solutions = exercises.count("<summary>Worked solution</summary>")
+    assert n >= 2 and hints == n and solutions == n, f"{nb_path.stem}: {n} exercises, {hints} hints, {solutions} solutions"
+    assert exercises.count("<details>") == exercises.count("</details>")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_smoke_run_within_budget(nb_path):
+    """figures/_smoke/times.json (make smoke-times) records each notebook's smoke compute on 2 CPU cores."""
+    times = json.loads((ROOT / "figures" / "_smoke" / "times.json").read_text())["notebooks"]
+    assert nb_path.stem in times, f"{nb_path.stem}: no recorded smoke time (make smoke-times)"
+    assert times[nb_path.stem] <= 15, f"{nb_path.stem}: smoke run took {times[nb_path.stem]} s (budget 15 s)"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_committed_with_full_gpu_outputs_and_inline_figures(nb_path):
     owed_run(nb_path)
     cells = json.loads(nb_path.read_text())["cells"]
