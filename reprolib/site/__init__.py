@@ -83,6 +83,7 @@ def collect(root: Path) -> list[dict]:
         out.append(dict(slug=slug, theme=theme, path=nb, title=title, paper=res.get("paper", {}), verdict=verdict,
                         stable=stable, gpu_minutes=None if owed else res.get("gpu_minutes"),
                         device=(res.get("device") or "").split(": ", 1)[-1], smoke_s=smoke.get(slug),
+                        shared=res.get("gpu_exclusive") is False,
                         figure=None if owed or not res.get("figures") else
                         root / "figures" / slug / f"{res['figures'][0]}.png"))
     return out
@@ -101,7 +102,8 @@ def _badge(verdict: str) -> str:
 
 
 def _times(r: dict) -> tuple[str, str]:
-    gpu = f"{r['gpu_minutes']:.1f} min on one {r['device']}" if r["gpu_minutes"] else "not yet run"
+    where = f"an {r['device']} shared with other runs" if r.get("shared") else f"one {r['device']}"
+    gpu = f"{r['gpu_minutes']:.1f} min on {where}" if r["gpu_minutes"] else "not yet run"
     smoke = f"{r['smoke_s']:.0f} s" if r["smoke_s"] is not None else "not measured"
     return gpu, smoke
 
