@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import dashboard
 from ..run.provenance import repo_root
 
 HERE = Path(__file__).resolve().parent
@@ -63,25 +64,21 @@ def _json(path: Path):
 
 
 def collect(root: Path) -> list[dict]:
-    """One record per notebook: where it lives, its paper, verdict, reseed state and times."""
-    pending = _json(root / "figures" / "pending.json") or {"runs": {}, "reseeds": {}}
+    """One record per notebook: where it lives, its paper, verdict, reseed state and times (the
+    results and the stability rule are the README table's: reprolib.dashboard)."""
+    results = {r["slug"]: r for r in dashboard.load_results(root)}
     smoke = (_json(root / "figures" / "_smoke" / "times.json") or {}).get("notebooks", {})
     out = []
     for nb in sorted(p for p in root.glob("notebooks/*/*.ipynb") if not p.name.startswith(".")):
         slug, theme = nb.stem, nb.parent.name
-        res = _json(root / "figures" / slug / "results.json") or {}
-        reseed = _json(root / "figures" / slug / "reseed.json")
-        owed = pending["runs"].get(slug)
-        if owed or not res:
-            verdict, stable = "pending rerun", "not checked"
-        else:
-            verdict = res["verdict"]
-            stable = ("not checked" if not reseed or reseed.get("main_run_id") != res.get("run_id")
-                      else "stable" if reseed["stable"] else f"seed-sensitive ({reseed['verdict']})")
+        res = results.get(slug, {})
+        owed = res.get("_pending") or not res
         title = json.loads(nb.read_text())["cells"][0]["source"]
         title = ("".join(title) if isinstance(title, list) else title).split("\n")[0].lstrip("# ").strip()
-        out.append(dict(slug=slug, theme=theme, path=nb, title=title, paper=res.get("paper", {}), verdict=verdict,
-                        stable=stable, gpu_minutes=None if owed else res.get("gpu_minutes"),
+        out.append(dict(slug=slug, theme=theme, path=nb, title=title, paper=res.get("paper", {}),
+                        verdict="pending rerun" if owed else res["verdict"],
+                        stable="not checked" if owed else dashboard.stability(res),
+                        gpu_minutes=None if owed else res.get("gpu_minutes"),
                         device=(res.get("device") or "").split(": ", 1)[-1], smoke_s=smoke.get(slug),
                         shared=res.get("gpu_exclusive") is False,
                         figure=None if owed or not res.get("figures") else
