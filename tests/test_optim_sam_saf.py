@@ -219,7 +219,7 @@ def test_saf_matches_the_official_training_step(lam, start, lag):
     model, losses, saf = _our_saf_losses(data, epochs, lam, T, start, lag, n)
     np.testing.assert_allclose(losses, official_losses, rtol=1e-5, atol=1e-6)
     assert _maxdiff(model, oracle) < 1e-5
-    assert saf.n_stale.item() == 0
+    assert torch.all(saf.bank.age(torch.arange(n), epochs - 1) == lag)
     # the term is off through epoch `start` and on from its first step after (`epoch > kl_start_epoch`)
     _, plain, _ = _our_saf_losses(data, epochs, 0.0, T, start, lag, n)
     on = (start + 1) * len(data[0])
@@ -231,14 +231,15 @@ def test_saf_matches_the_official_training_step(lam, start, lag):
         SAF(n, 4, start_epoch=0, lag=2)       # no reference exists at epoch 1
 
 
-def test_saf_counts_stale_references():
+def test_saf_term_is_off_until_after_start_epoch():
     n = 10
-    saf = SAF(n, 3, start_epoch=1, lag=1)
-    z = torch.zeros(n, 3)
-    saf.loss(z, torch.arange(n), 0)
-    saf.loss(z[:8], torch.arange(8), 1)            # samples 8, 9 skipped in epoch 1
-    saf.loss(z, torch.arange(n), 2)                # they now refer back to epoch 0
-    assert saf.n_stale.item() == 2
+    saf = SAF(n, 3, lam=0.5, tau=2.0, start_epoch=1, lag=1)
+    z0, z1 = torch.zeros(n, 3), torch.randn(n, 3)
+    idx = torch.arange(n)
+    assert saf.loss(z0, idx, 0).item() == 0.0 and saf.loss(z1, idx, 1).item() == 0.0
+    z2 = torch.randn(n, 3)
+    assert saf.loss(z2, idx, 2).item() == pytest.approx(0.5 * trajectory_kl(z2, z1, 2.0).item(), rel=1e-6)
+    assert torch.equal(saf.bank.past(idx, 3), z2)
 
 
 # ---------------------------------------------------------------- MESA

@@ -80,8 +80,9 @@ class SAF:
 
     loss() records this step's logits in the bank and returns lambda L_tra against the logits of
     the same samples E~ (= lag) epochs ago from epoch start_epoch + 1 on, a zero before. Sample ids
-    `idx` index the training set (a long tensor on the bank's device); `n_stale` counts references
-    that were not exactly `lag` epochs old (0 when every sample is seen once per epoch)."""
+    `idx` index the training set (a long tensor on the bank's device). A reference is exactly `lag`
+    epochs old when every sample is seen once per epoch; `bank.age` checks it (off the step's path,
+    which it would slow down)."""
 
     def __init__(self, n_samples: int, n_classes: int, lam: float = 0.3, tau: float = 5.0, start_epoch: int = 5,
                  lag: int = 2, device=None):
@@ -89,7 +90,6 @@ class SAF:
             raise ValueError(f"start_epoch={start_epoch} leaves no reference {lag} epochs back at epoch {start_epoch + 1}")
         self.lam, self.tau, self.start_epoch = lam, tau, start_epoch
         self.bank = OutputBank(n_samples, n_classes, lag, device)
-        self.n_stale = torch.zeros((), dtype=torch.long, device=device)
 
     def active(self, epoch: int) -> bool:
         return epoch > self.start_epoch
@@ -98,7 +98,6 @@ class SAF:
         self.bank.record(idx, logits, epoch)
         if not self.active(epoch):
             return logits.new_zeros((), dtype=torch.float32)
-        self.n_stale += (self.bank.age(idx, epoch) != self.bank.lag).sum()   # on the device: no host sync
         return self.lam * trajectory_kl(logits, self.bank.past(idx, epoch), self.tau)
 
 
