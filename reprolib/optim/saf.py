@@ -42,8 +42,9 @@ from torch import Tensor, nn
 
 def trajectory_kl(logits: Tensor, past_logits: Tensor, tau: float = 5.0) -> Tensor:
     """tau^2 / |B| sum_i KL( softmax(past_i / tau) || softmax(logits_i / tau) ); no gradient to `past_logits`."""
-    log_q = F.log_softmax(logits.float() / tau, dim=-1)
-    log_p = F.log_softmax(past_logits.detach().float() / tau, dim=-1)
+    log_q = F.log_softmax(logits.float() / tau, dim=-1)                # log softmax(f_theta(x_i) / tau)
+    log_p = F.log_softmax(past_logits.detach().float() / tau, dim=-1)  # log softmax(y_i^(e - E~) / tau)
+    # mean_i KL(p_i || q_i) times tau^2: L_tra / lambda, as SAF_train.py's KL_loss (log_target: no log(0))
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * tau ** 2
 
 
@@ -87,7 +88,8 @@ class SAF:
     def __init__(self, n_samples: int, n_classes: int, lam: float = 0.3, tau: float = 5.0, start_epoch: int = 5,
                  lag: int = 2, device=None):
         if start_epoch + 1 < lag:
-            raise ValueError(f"start_epoch={start_epoch} leaves no reference {lag} epochs back at epoch {start_epoch + 1}")
+            raise ValueError(f"start_epoch={start_epoch} leaves no reference {lag} epochs back "
+                             f"at epoch {start_epoch + 1}")
         self.lam, self.tau, self.start_epoch = lam, tau, start_epoch
         self.bank = OutputBank(n_samples, n_classes, lag, device)
 
@@ -95,10 +97,10 @@ class SAF:
         return epoch > self.start_epoch
 
     def loss(self, logits: Tensor, idx: Tensor, epoch: int) -> Tensor:
-        self.bank.record(idx, logits, epoch)
-        if not self.active(epoch):
+        self.bank.record(idx, logits, epoch)          # Y^(e): this epoch's outputs, for epoch e + E~
+        if not self.active(epoch):                    # L = L_B until epoch E_start
             return logits.new_zeros((), dtype=torch.float32)
-        return self.lam * trajectory_kl(logits, self.bank.past(idx, epoch), self.tau)
+        return self.lam * trajectory_kl(logits, self.bank.past(idx, epoch), self.tau)   # L_tra against Y^(e - E~)
 
 
 class MESA:
@@ -130,9 +132,9 @@ class MESA:
         return epoch > self.start_epoch
 
     def loss(self, model: nn.Module, logits: Tensor, x: Tensor, epoch: int) -> Tensor:
-        self.update(model)
+        self.update(model)                            # v_t from theta_t, the weights this step starts from
         if not self.active(epoch):
             return logits.new_zeros((), dtype=torch.float32)
         with torch.no_grad():
-            reference = self.ema(x)
+            reference = self.ema(x)                   # y_i = f_{v_t}(x_i): the extra forward pass
         return self.lam * trajectory_kl(logits, reference, self.tau)

@@ -7,7 +7,7 @@ pytorch-optimizer's SAM, the test oracle.
 
 SAM minimises the worst loss in a ball of radius rho around the weights w,
 
-    min_w  max_{||eps||_2 <= rho}  L_B(w + eps)             (the SAM objective; weight decay stays in the base optimizer)
+    min_w  max_{||eps||_2 <= rho}  L_B(w + eps)             (the SAM objective; weight decay: base optimizer)
     eps_hat = rho g / ||g||_2,      g = grad L_B(w)         (first-order solution of the inner max, p = 2)
     g_SAM   = grad L_B(w') at w' = w + eps_hat              (the SAM gradient, second-order terms dropped)
     w      <- base optimizer step from w with g_SAM
@@ -65,8 +65,8 @@ class SAM(torch.optim.Optimizer):
         groups = [(g["rho"], [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
         if not any(ps for _, ps in groups):
             raise RuntimeError("first_step needs the gradients at w: call backward() first")
-        norm = grad_norm([p.grad for _, ps in groups for p in ps])
-        for rho, ps in groups:
+        norm = grad_norm([p.grad for _, ps in groups for p in ps])   # ||g||_2 over every parameter
+        for rho, ps in groups:                                        # eps_hat = rho g / ||g||_2
             for p, e in zip(ps, sam_perturbation([p.grad for p in ps], rho, self.eps, norm)):
                 self._saved.append((p, p.clone()))   # restore by copy: (w + e) - e is not w in floating point
                 p.add_(e)
@@ -81,7 +81,7 @@ class SAM(torch.optim.Optimizer):
         for p, w in self._saved:
             p.copy_(w)
         self._saved.clear()
-        self.base_optimizer.step()
+        self.base_optimizer.step()       # from w, with g_SAM = grad L_B at w + eps_hat (in p.grad)
         if zero_grad:
             self.zero_grad()
 
@@ -92,7 +92,8 @@ class SAM(torch.optim.Optimizer):
                 raise RuntimeError("step(closure) after first_step: call second_step() instead")
             return self.second_step()
         if closure is None:
-            raise RuntimeError("SAM needs a closure that recomputes the loss and gradients, or first_step() before step()")
+            raise RuntimeError("SAM needs a closure that recomputes the loss and gradients, "
+                               "or first_step() before step()")
         self.first_step(zero_grad=True)
         with torch.enable_grad():
             loss = closure()
