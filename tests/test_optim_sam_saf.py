@@ -129,20 +129,22 @@ def test_sam_loss_is_the_loss_at_the_perturbed_weights_and_step_restores():
 
 def official_kl(output, past, T):
     """SAF_train.py / MESA_train.py: KL_loss before `* args.reinforce` (softmax's dim made explicit)."""
-    return F.kl_div(F.softmax(output / T, dim=-1).log(), F.softmax(past / T, dim=-1), reduction="none").sum(-1).mean() * (T ** 2)
+    return (F.kl_div(F.softmax(output / T, dim=-1).log(), F.softmax(past / T, dim=-1), reduction="none")
+            .sum(-1).mean() * (T ** 2))
 
 
 @pytest.mark.parametrize("tau", [1.0, 5.0])
 def test_trajectory_kl_matches_the_official_line_and_its_closed_form_gradient(tau):
     g = torch.Generator().manual_seed(3)
-    z, past = (torch.randn(32, 10, generator=g, dtype=torch.float64) * 3).requires_grad_(), torch.randn(32, 10, generator=g, dtype=torch.float64) * 3
+    z = (torch.randn(32, 10, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    past = torch.randn(32, 10, generator=g, dtype=torch.float64) * 3
     ours = trajectory_kl(z.float(), past.float(), tau)
     zo = z.detach().clone().requires_grad_()
     official = official_kl(zo, past, tau)
     assert ours.item() == pytest.approx(official.item(), rel=1e-5)
     (grad,) = torch.autograd.grad(trajectory_kl(z, past, tau), z)
     (grad_off,) = torch.autograd.grad(official, zo)
-    closed = tau * (F.softmax(z / tau, -1) - F.softmax(past / tau, -1)) / len(z)   # d/dz of tau^2 KL(p || softmax(z / tau))
+    closed = tau * (F.softmax(z / tau, -1) - F.softmax(past / tau, -1)) / len(z)   # d/dz tau^2 KL(p || q(z))
     assert torch.allclose(grad, grad_off, atol=1e-6) and torch.allclose(grad.double(), closed.detach(), atol=1e-6)
     assert trajectory_kl(past, past, tau).item() == pytest.approx(0.0, abs=1e-6)
     assert abs(trajectory_kl(z, past, 2 * tau).item() - official.item()) > 1e-3     # tau matters
