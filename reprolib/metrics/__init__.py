@@ -5,7 +5,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({
     ".curvature": ["block_quadratic_forms", "directional_sharpness", "hvp", "quadratic_form", "taylor_terms",
                    "top_hessian_eigenvalue"],
-    ".cost": ["count_flops"],
+    ".cost": ["count_flops", "count_passes"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],

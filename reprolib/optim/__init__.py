@@ -20,6 +20,8 @@ _EXPORTS = exports_of({
     ".lion": ["Lion", "lion_update"],
     ".muon": ["LR_SCALES", "Muon", "is_hidden_matrix", "muon_lr_scale", "muon_param_groups", "muon_update"],
     ".normuon": ["NorMuon", "normuon_update"],
+    ".saf": ["MESA", "OutputBank", "SAF", "trajectory_kl"],
+    ".sam": ["SAM", "grad_norm", "sam_loss", "sam_perturbation"],
     ".sinkgd": ["SinkGD", "sinkhorn_normalize"],
     ".stable_spam": ["StableSPAM", "cosine_scale", "stable_spam_update"],
     ".sven": ["Sven", "residual_jacobian", "sven_step", "truncated_pinv_solve"],
