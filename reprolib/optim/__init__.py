@@ -20,6 +20,7 @@ _EXPORTS = exports_of({
     ".lion": ["Lion", "lion_update"],
     ".muon": ["LR_SCALES", "Muon", "is_hidden_matrix", "muon_lr_scale", "muon_param_groups", "muon_update"],
     ".normuon": ["NorMuon", "normuon_update"],
+    ".radius_clip": ["RadiusClip"],
     ".sinkgd": ["SinkGD", "sinkhorn_normalize"],
     ".stable_spam": ["StableSPAM", "cosine_scale", "stable_spam_update"],
     ".sven": ["Sven", "residual_jacobian", "sven_step", "truncated_pinv_solve"],
