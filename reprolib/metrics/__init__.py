@@ -1,4 +1,5 @@
-"""Training-dynamics metrics: weight spectra, loss curvature, and progress-to-target summaries.
+"""Training-dynamics metrics: weight spectra, loss curvature, the softmax step radius, and
+progress-to-target summaries.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
@@ -9,6 +10,9 @@ _EXPORTS = exports_of({
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],
+    ".softmax_radius": ["binary_radius", "log_partition_taylor", "logit_jvp", "logit_spread", "loss_along_line",
+                        "partition_radius", "random_direction", "softmax_radius", "taylor_partial_sums",
+                        "unit_direction"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
 })
 attach(__name__, _EXPORTS)

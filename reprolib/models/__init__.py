@@ -1,8 +1,8 @@
-"""Models: one configurable small GPT, an MLP and a small CNN.
+"""Models: one configurable small GPT, an MLP, a small CNN and a tiny ViT.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply_rope", "rope_tables"],
-                       ".mlp": ["MLP"]})
+                       ".mlp": ["MLP"], ".vit": ["TinyViT"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -46,9 +46,10 @@ PATH = [
      "budget.", "Stage 2; singular value decomposition.",
      ["muon_mla_moe_efficiency", "normuon_vs_muon_adamw", "conda_column_normalized_adam", "auon_cosh_vs_muon",
       "sinkgd_stateless_opt"]),
-    ("4. Why it works: curvature", "Directional sharpness and the second-order Taylor view of one step; flat "
-     "minima with and without SAM's second pass.",
-     "Stage 3; Hessian-vector products.", ["muon_adam_nds_curvature", "saf_trajectory_sharpness"]),
+    ("4. Why it works: curvature", "Directional sharpness and the second-order Taylor view of one step; where "
+     "that Taylor view stops (its radius of convergence); flat minima with and without SAM's second pass.",
+     "Stage 3; Hessian-vector products.", ["muon_adam_nds_curvature", "softmax_ghosts_step_radius",
+                                           "saf_trajectory_sharpness"]),
     ("5. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
      "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
