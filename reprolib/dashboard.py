@@ -30,6 +30,9 @@ def load_results(root: Path) -> list[dict]:
         reseed = path.with_name("reseed.json")
         r["_reseed"] = json.loads(reseed.read_text()) if reseed.exists() else None
         out.append(r)
+    for slug, why in owed.get("runs", {}).items():   # a new notebook owed its first run has no results.json yet
+        if slug not in {r["slug"] for r in out}:
+            out.append(dict(slug=slug, _pending=why, _new=True, paper=dict(id="~"), claims=[]))
     return out
 
 
@@ -47,6 +50,8 @@ def _claims(r: dict, kinds) -> str:
 
 
 def _row(r: dict, paper_cell: str) -> str:
+    if r.get("_new"):
+        return f"| {r['slug']} (new notebook) | — | {r['_pending']} | **pending first run** | not checked | — | — | — | |"
     if r.get("_pending"):
         return (f"| {paper_cell} | — | {r['_pending']} | **pending rerun** (previous protocol: {r['verdict']}) | "
                 f"not checked | — | — | — | |")
@@ -72,13 +77,13 @@ def render(root: Path | None = None) -> str:
     rows = [h.format(what="paper") for h in HEADER]
     for r in papers:
         p = r["paper"]
-        rows.append(_row(r, f"{p['id']} [{p['title']}](https://arxiv.org/abs/{p['arxiv']})"))
+        rows.append(_row(r, f"{p['id']} [{p['title']}](https://arxiv.org/abs/{p['arxiv']})" if "arxiv" in p else ""))
     if comparisons:
         rows += ["", "Cross-paper comparisons (no single paper's claim):", ""] + [h.format(what="comparison") for h in HEADER]
         rows += [_row(r, f"{r['paper']['id']} {r['paper']['title']}") for r in comparisons]
     total = sum(float(r.get("gpu_minutes") or 0) for r in results if not r.get("_pending"))
     owed = sum(bool(r.get("_pending")) for r in results)
-    rows.append(f"\n{len(results)} notebooks ({owed} pending a rerun under the current protocol); the committed runs' "
+    rows.append(f"\n{len(results)} notebooks ({owed} pending a full-scale run under the current protocol); the committed runs' "
                 f"wall times sum to **{total:.0f} GPU minutes** "
                 "(runs packed several to a GPU; `make figures` packs them the same way). "
                 "✓ pass, ✗ fail, ? inconclusive (inside the seed noise, or a regime check failed).")

@@ -77,8 +77,8 @@ def collect(root: Path) -> list[dict]:
         owed = res.get("_pending") or not res
         title = json.loads(nb.read_text())["cells"][0]["source"]
         title = ("".join(title) if isinstance(title, list) else title).split("\n")[0].lstrip("# ").strip()
-        out.append(dict(slug=slug, theme=theme, path=nb, title=title, paper=res.get("paper", {}),
-                        verdict="pending rerun" if owed else res["verdict"],
+        out.append(dict(slug=slug, theme=theme, path=nb, title=title, paper={} if res.get("_new") else res.get("paper", {}),
+                        verdict=("pending first run" if res.get("_new") else "pending rerun") if owed else res["verdict"],
                         stable="not checked" if owed else dashboard.stability(res),
                         gpu_minutes=None if owed else res.get("gpu_minutes"),
                         device=(res.get("device") or "").split(": ", 1)[-1], smoke_s=smoke.get(slug),
@@ -90,6 +90,8 @@ def collect(root: Path) -> list[dict]:
 
 def _paper_link(r: dict) -> str:
     p = r["paper"]
+    if not p:   # a new notebook before its first run: its title cell names the paper
+        return r["title"]
     if p.get("arxiv"):
         return f"[{p.get('title', r['title'])}](https://arxiv.org/abs/{p['arxiv']})"
     return p.get("title", r["title"]) + " (a comparison across papers)"
