@@ -53,7 +53,7 @@ def _row(r: dict, paper_cell: str) -> str:
     if r.get("_new"):
         return f"| {r['slug']} (new notebook) | — | {r['_pending']} | **pending first run** | not checked | — | — | — | |"
     if r.get("_pending"):
-        return (f"| {paper_cell} | — | {r['_pending']} | **pending rerun** (previous protocol: {r['verdict']}) | "
+        return (f"| {paper_cell} | — | {r['_pending']} | **pending rerun** (last run: {r['verdict']}) | "
                 f"not checked | — | — | — | |")
     fig = f"[png]({r['_dir']}/{r['figures'][0]}.png)" if r.get("figures") else ""
     device = r["device"].split(": ", 1)[-1]
