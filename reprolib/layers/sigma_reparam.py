@@ -1,0 +1,90 @@
+"""sigmaReparam: every linear layer's weight divided by its spectral norm, times one learned scalar.
+
+Zhai et al., "Stabilizing Transformer Training by Preventing Attention Entropy Collapse", ICML 2023,
+arXiv 2303.06296; official code https://github.com/apple/ml-sigma-reparam (vision/layers.py:
+SpectralNormedWeight, SNLinear, convert_to_sn), which this follows.
+
+    W_hat = (gamma / sigma(W)) W                       (the paper's reparameterisation)
+
+sigma(W) = ||W||_2 is tracked by one power-iteration step per training forward, from the stored
+right singular vector u (no gradient through the iteration, gradient through W in sigma):
+
+    v <- normalize(W u),   u <- normalize(W^T v),   sigma = v^T W u
+
+At construction u is the exact top right singular vector (SVD), so the first sigma is exact. In eval
+mode the step is taken but u is not stored (as the official code). gamma is one learnable scalar per
+layer; the official PyTorch code (used for the paper's vision, language-modelling and translation
+runs) starts it at the SVD spectral norm, so that W_hat = W at initialisation: gamma_init="sigma".
+A number gives gamma that value instead (the official JAX speech code, speech/layers.py, starts it
+at 1).
+
+sigma is computed in float32 with autocast off: the paper keeps sigmaReparam's operands in fp32.
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SigmaReparamLinear(nn.Linear):
+    """nn.Linear with weight W_hat = gamma W / sigma(W) (module docstring). Buffers: u (the right
+    singular vector, in_features), sigma_est (the last training step's sigma, for monitoring)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, gamma_init="sigma",
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.gamma_init = gamma_init
+        self.gamma = nn.Parameter(torch.ones((), device=device))
+        self.register_buffer("u", torch.zeros(in_features, device=device))
+        self.register_buffer("sigma_est", torch.ones((), device=device))
+        self.reset_sigma()
+
+    @torch.no_grad()
+    def reset_sigma(self) -> None:
+        """The first sigma by SVD (official SpectralNormedWeight.__init__); gamma per gamma_init."""
+        _, s, vh = torch.linalg.svd(self.weight.float(), full_matrices=False)
+        self.u.copy_(vh[0])
+        self.sigma_est.copy_(s[0])
+        self.gamma.copy_(s[0] if self.gamma_init == "sigma" else torch.tensor(float(self.gamma_init)))
+
+    def sigma(self) -> Tensor:
+        """One power-iteration step from u; returns sigma = v^T W u with the gradient through W only."""
+        with torch.autocast(self.weight.device.type, enabled=False):
+            W = self.weight.float()
+            with torch.no_grad():
+                v = F.normalize(W @ self.u, dim=0)
+                u = F.normalize(W.T @ v, dim=0)
+                if self.training:
+                    self.u.copy_(u)
+            sigma = v @ W @ u
+            if self.training:
+                self.sigma_est.copy_(sigma.detach())
+        return sigma
+
+    def effective_weight(self) -> Tensor:
+        return (self.gamma / self.sigma()) * self.weight.float()   # W_hat = gamma / sigma(W) * W
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight().to(x.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gamma_init={self.gamma_init}"
+
+
+def sigma_reparam_linears(model: nn.Module, gamma_init="sigma", skip=()) -> list[str]:
+    """Swap every nn.Linear of `model` whose name does not end with one of `skip` for a
+    SigmaReparamLinear holding the same weight and bias Parameters, in place (the official
+    convert_to_sn converts every nn.Linear, the classifier head included). gamma and u come from the
+    layer's current weight, so call this after initialisation. Returns the swapped layers' names."""
+    swapped = []
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            full = f"{parent_name}.{name}" if parent_name else name
+            if type(child) is not nn.Linear or full.endswith(tuple(skip)):
+                continue
+            layer = SigmaReparamLinear(child.in_features, child.out_features, child.bias is not None, gamma_init,
+                                       device=child.weight.device)
+            layer.weight, layer.bias = child.weight, child.bias
+            layer.reset_sigma()
+            setattr(parent, name, layer)  # same key in _modules: the weight keeps its place in the order
+            swapped.append(full)
+    return swapped
