@@ -91,7 +91,7 @@ def test_logits_give_the_attention_the_model_applies(attn):
         assert len(logits) == 2 and logits[0].shape == (2, 4, 16, 16)
         att = model.blocks[0].attn
         h = model.tok_emb(x)
-        q, k, v = att.heads(model.blocks[0].norm1(h))
+        q, k, v = att.qkv_heads(model.blocks[0].norm1(h))
         ours = logits[0].softmax(-1) @ v.float()
         assert torch.allclose(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5)
         assert torch.isinf(logits[0][..., 0, 1:]).all()

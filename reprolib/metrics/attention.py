@@ -72,9 +72,11 @@ def head_stats(logits: Tensor) -> dict:
     """Summaries of one causal layer's logits (b, h, t, t), per head: the mean entropy and mean
     centred row-logit norm over rows and sequences, and the least margin of any row's entropy over
     its Theorem 3.1 bound (n = i + 1 keys for row i); per sequence and head, the last row (n = t)."""
-    ent, s = attention_entropy(logits.double()), row_logit_norm(logits)   # float64: the margin is near 0
+    z = logits.double()   # float64: near-uniform rows sit within rounding of the bound
+    ent, s = attention_entropy(z), row_logit_norm(z)
     n = torch.arange(1, logits.size(-1) + 1, device=logits.device)
-    margin = ent - entropy_lower_bound(s.double(), n)
-    return dict(entropy=ent.mean(dim=(0, 2)).float(), logit_norm=s.mean(dim=(0, 2)),
-                bound_margin=margin.amin(dim=(0, 2)).float(), last_row_norm=s[..., -1], last_row_entropy=ent[..., -1].float())
+    margin = ent - entropy_lower_bound(s, n)
+    return dict(entropy=ent.mean(dim=(0, 2)).float(), logit_norm=s.mean(dim=(0, 2)).float(),
+                bound_margin=margin.amin(dim=(0, 2)).float(), last_row_norm=s[..., -1].float(),
+                last_row_entropy=ent[..., -1].float())
 

@@ -111,7 +111,7 @@ class Attention(nn.Module):
         self.register_buffer("sin", rope[1], persistent=False)
         self.proj = nn.Linear(d, d, bias=False)
 
-    def heads(self, x):
+    def qkv_heads(self, x):
         """q, k, v of shape (b, h, t, d), RoPE applied."""
         h = self.cfg.n_head
         if self.cfg.attn == "mha":
@@ -127,13 +127,13 @@ class Attention(nn.Module):
         return q, k, v
 
     def forward(self, x):
-        y = F.scaled_dot_product_attention(*self.heads(x), is_causal=True)
+        y = F.scaled_dot_product_attention(*self.qkv_heads(x), is_causal=True)
         return self.proj(rearrange(y, "b h t d -> b t (h d)"))
 
     def logits(self, x):
         """The causal attention logits q k^T / sqrt(d) in float32, -inf above the diagonal:
         (b, h, t, t); softmax over the last dim gives the attention weights forward() applies."""
-        q, k, _ = self.heads(x)
+        q, k, _ = self.qkv_heads(x)
         s = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.size(-1))
         future = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1)
         return s.masked_fill(future, float("-inf"))
