@@ -22,7 +22,8 @@ blocks = k treats the weight as k stacked row blocks, each with its own u, sigma
 k separate sigmaReparam layers whose outputs are concatenated (a fused q, k, v projection with
 blocks=3 is sigmaReparam on separate W_Q, W_K, W_V).
 
-sigma is computed in float32 with autocast off: the paper keeps sigmaReparam's operands in fp32.
+sigma and W_hat are computed in float32 with autocast off, as the official FP32SpectralNormedWeight
+wrapper does under mixed precision.
 """
 import torch
 import torch.nn.functional as F
