@@ -18,7 +18,13 @@ Options:
                   expert i,  P_i = mean router probability of expert i.
               All experts are computed densely and combined with gates that are zero outside the
               top-k: the output equals sparse routing, which is simpler and fast at these sizes.
+  norm_position="pre"   x + f(norm(x)) in every block and a final norm (the default).
+  norm_position="post"  norm(x + f(x)), as the original Transformer; no final norm.
+  norm_position="none"  x + f(x): no normalisation layers at all.
+Attention.logits(x) gives the causal attention logits q k^T / sqrt(d) that the fused kernel uses,
+for attention maps and their entropy (reprolib/metrics/attention.py).
 """
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,6 +41,7 @@ class GPTConfig:
     d_model: int = 256
     n_head: int = 4
     norm: str = "rms"            # "rms" | "layer"
+    norm_position: str = "pre"   # "pre" | "post" | "none"
     attn: str = "mha"            # "mha" | "mla"
     d_latent: int | None = None  # MLA latent size; default d_model // 4
     rope_dim: int = 16           # MLA decoupled RoPE dimension
@@ -45,7 +52,8 @@ class GPTConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self):
-        for key, valid in (("norm", ("rms", "layer")), ("attn", ("mha", "mla")), ("mlp", ("dense", "moe"))):
+        for key, valid in (("norm", ("rms", "layer")), ("attn", ("mha", "mla")), ("mlp", ("dense", "moe")),
+                           ("norm_position", ("pre", "post", "none"))):
             if getattr(self, key) not in valid:
                 raise ValueError(f"GPTConfig.{key}={getattr(self, key)!r}; valid: {valid}")
         if self.d_model % self.n_head:
@@ -77,6 +85,8 @@ def apply_rope(x, cos, sin):
 
 
 def make_norm(cfg: GPTConfig) -> nn.Module:
+    if cfg.norm_position == "none":
+        return nn.Identity()
     return nn.RMSNorm(cfg.d_model) if cfg.norm == "rms" else nn.LayerNorm(cfg.d_model, bias=False)
 
 
@@ -101,7 +111,8 @@ class Attention(nn.Module):
         self.register_buffer("sin", rope[1], persistent=False)
         self.proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x):
+    def qkv_heads(self, x):
+        """q, k, v of shape (b, h, t, d), RoPE applied."""
         h = self.cfg.n_head
         if self.cfg.attn == "mha":
             q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=h)
@@ -113,8 +124,19 @@ class Attention(nn.Module):
             q = torch.cat([heads(self.q(x)), apply_rope(heads(self.q_rope(x)), self.cos, self.sin)], -1)
             k = torch.cat([heads(self.k_up(c)), k_r.expand(-1, h, -1, -1)], -1)
             v = heads(self.v_up(c))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return q, k, v
+
+    def forward(self, x):
+        y = F.scaled_dot_product_attention(*self.qkv_heads(x), is_causal=True)
         return self.proj(rearrange(y, "b h t d -> b t (h d)"))
+
+    def logits(self, x):
+        """The causal attention logits q k^T / sqrt(d) in float32, -inf above the diagonal:
+        (b, h, t, t); softmax over the last dim gives the attention weights forward() applies."""
+        q, k, _ = self.qkv_heads(x)
+        s = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.size(-1))
+        future = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1)
+        return s.masked_fill(future, float("-inf"))
 
     def kv_cache_numbers_per_token(self) -> int:
         cfg = self.cfg
@@ -162,8 +184,13 @@ class Block(nn.Module):
         self.norm1, self.norm2 = make_norm(cfg), make_norm(cfg)
         self.attn = Attention(cfg)
         self.mlp = SwiGLU(cfg) if cfg.mlp == "dense" else MoE(cfg)
+        self.post = cfg.norm_position == "post"
 
     def forward(self, x):
+        if self.post:
+            x = self.norm1(x + self.attn(x))
+            y, aux = self.mlp(x)
+            return self.norm2(x + y), aux
         x = x + self.attn(self.norm1(x))
         y, aux = self.mlp(self.norm2(x))
         return x + y, aux
@@ -178,7 +205,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm_f = make_norm(cfg)
+        self.norm_f = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.aux_loss = torch.zeros(())
         self.reset_parameters()

@@ -1,0 +1,7 @@
+"""Layers: drop-in replacements for torch.nn building blocks.
+Submodules load on first use (reprolib/_lazy.py says why)."""
+from .._lazy import attach, exports_of
+
+_EXPORTS = exports_of({".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"]})
+attach(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)
