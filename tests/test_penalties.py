@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import autograd, nn
 
-from reprolib.metrics.hessian import hessian_matrix
-from reprolib.penalties import (alignment_penalty, annealed_objective, binary_risk, fishr_penalty, flat,
+from reprolib.metrics.hessian import hessian_matrix, linear_head_hessian, linear_head_hvp, logit_hessian
+from reprolib.penalties import (alignment_penalty, annealed_objective, autograd_hvp, binary_risk, fishr_penalty, flat,
                                 hessian_gradient_product, hgp_penalty, hutchinson_diagonal, hutchinson_penalty,
                                 irm_penalty, linear_head_sample_grads, vrex_penalty)
 
@@ -188,7 +188,7 @@ def test_hutchinson_is_exact_for_a_diagonal_hessian():
     A = torch.diag(torch.arange(1.0, 8.0, dtype=D))
     theta = torch.randn(7, dtype=D, requires_grad=True)
     (g,) = autograd.grad(quadratic(A, torch.zeros(7, dtype=D), theta), [theta], create_graph=True)
-    d = hutchinson_diagonal([g], [theta], n_samples=3, generator=torch.Generator().manual_seed(0))
+    d = hutchinson_diagonal(autograd_hvp([g], [theta]), [theta], n_samples=3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(d, torch.diagonal(A), rtol=1e-12, atol=1e-12)
 
 
@@ -198,7 +198,7 @@ def test_hutchinson_is_unbiased_with_the_predicted_variance():
     (g,) = autograd.grad(quadratic(A, b, theta), [theta], create_graph=True)
     K, R = 10, 400
     gen = torch.Generator().manual_seed(1)
-    est = torch.stack([hutchinson_diagonal([g], [theta], K, gen) for _ in range(R)]).detach()
+    est = torch.stack([hutchinson_diagonal(autograd_hvp([g], [theta]), [theta], K, gen) for _ in range(R)]).detach()
     off = A - torch.diag(torch.diagonal(A))
     var = off.pow(2).sum(1) / K                     # Var of coordinate i: (1/K) sum_{j != i} A_ij^2
     se = (var / R).sqrt()
@@ -214,7 +214,7 @@ def test_batched_hutchinson_probes_equal_the_official_loop():
     loss = binary_risk(mlp(envs[0]['images'])[1], envs[0]['labels'])
     grads = autograd.grad(loss, head, create_graph=True)
     K = 5
-    ours = hutchinson_diagonal(grads, head, K, torch.Generator().manual_seed(7))
+    ours = hutchinson_diagonal(autograd_hvp(grads, head), head, K, torch.Generator().manual_seed(7))
     gen = torch.Generator().manual_seed(7)            # replay the same probes
     z = [torch.randint(0, 2, (K, *p.shape), generator=gen).to(D) * 2 - 1 for p in head]
     gg = torch.cat([g.flatten() for g in grads])
@@ -319,3 +319,66 @@ def test_annealed_objective_follows_the_cmnist_schedule(step, expected):
     assert annealed_objective(risk, None, 1e4, 400, 190, l2, 0.01).item() == pytest.approx(0.53)
     # a weight below 1 is applied but never divided by
     assert annealed_objective(risk, pen, 0.5, 400, 190).item() == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------- a linear head in closed form
+
+def ce_head_problem(n=40, d=5, out=3, seed=10, stack=(2,)):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(*stack, n, d, generator=g, dtype=D, requires_grad=True)
+    labels = torch.randint(0, out, (*stack, n), generator=g)
+    w = (0.5 * torch.randn(*stack, out, d, generator=g, dtype=D)).requires_grad_()
+    b = (0.1 * torch.randn(*stack, out, generator=g, dtype=D)).requires_grad_()
+    z = head_logits(f, w, b)
+    loss = F.cross_entropy(z.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape).mean(-1)
+    return f, z, loss, w, b
+
+
+def test_logit_hessian_of_bce_and_cross_entropy_closed_forms():
+    f, y, w, b = head_problem(n=30)
+    z = head_logits(f, w, b)
+    B = logit_hessian(binary_risk(z, y), z)
+    p = torch.sigmoid(z).detach()
+    torch.testing.assert_close(B, (p * (1 - p) / 30).unsqueeze(-1))
+    f, z, loss, w, b = ce_head_problem(stack=())
+    B = logit_hessian(loss, z)
+    s = torch.softmax(z, -1).detach()
+    torch.testing.assert_close(B, (torch.diag_embed(s) - s.unsqueeze(-1) * s.unsqueeze(-2)) / 40)
+
+
+@pytest.mark.parametrize("out", [1, 3])
+def test_linear_head_hessian_and_hvp_equal_autograd(out):
+    f, z, loss, w, b = ce_head_problem(out=out) if out > 1 else (None,) * 5
+    if out == 1:
+        f, y, w, b = head_problem(stack=(2,), n=50, seed=11)
+        f.requires_grad_()
+        z = head_logits(f, w, b)
+        loss = binary_risk(z, y, stack_dims=1)
+    H = linear_head_hessian(f, z, loss)
+    torch.testing.assert_close(H, hessian_matrix(loss, [w, b], stack_dims=1), rtol=1e-10, atol=1e-13)
+    K = 4
+    g = torch.Generator().manual_seed(0)
+    v = [torch.randn(K, *p.shape, generator=g, dtype=D) for p in (w, b)]
+    ours = linear_head_hvp(f, z, loss)(v)
+    grads = autograd.grad(loss.sum(), [w, b], create_graph=True)
+    ref = autograd_hvp(grads, [w, b])(v)
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-13)
+    # differentiable through the features, as the penalty needs
+    da = autograd.grad(sum(o.pow(2).sum() for o in ours), f, retain_graph=True)[0]
+    dr = autograd.grad(sum(o.pow(2).sum() for o in ref), f)[0]
+    torch.testing.assert_close(da, dr, rtol=1e-9, atol=1e-13)
+
+
+def test_hutchinson_penalty_with_linear_head_hvps_equals_the_autograd_path():
+    f, y, w, b = head_problem(stack=(3,), n=60, seed=12)
+    f.requires_grad_()
+    halves = [(f[:, i::2], y[:, i::2]) for i in range(2)]
+    logits = [head_logits(fi, w, b) for fi, _ in halves]
+    risks = [binary_risk(z, yi, 1) for z, (_, yi) in zip(logits, halves)]
+    hvps = [linear_head_hvp(fi, z, r) for (fi, _), z, r in zip(halves, logits, risks)]
+    fast = hutchinson_penalty(risks, [w, b], 6, torch.Generator().manual_seed(3), stack_dims=1, hvps=hvps)
+    slow = hutchinson_penalty(risks, [w, b], 6, torch.Generator().manual_seed(3), stack_dims=1)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=0)
+    torch.testing.assert_close(autograd.grad(fast.sum(), f, retain_graph=True)[0], autograd.grad(slow.sum(), f)[0],
+                               rtol=1e-9, atol=1e-14)

@@ -14,7 +14,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({
     ".invariance": ["annealed_objective", "binary_risk", "fishr_penalty", "irm_penalty", "linear_head_sample_grads",
                     "vrex_penalty"],
-    ".hessian_alignment": ["alignment_penalty", "flat", "hessian_gradient_product", "hgp_penalty",
+    ".hessian_alignment": ["alignment_penalty", "autograd_hvp", "flat", "hessian_gradient_product", "hgp_penalty",
                            "hutchinson_diagonal", "hutchinson_penalty"],
 })
 attach(__name__, _EXPORTS)

@@ -18,7 +18,7 @@ where C stands for one of two cheap stand-ins for the Hessian that never form it
     HGP         C_e = H_e g_e = ||g_e|| grad_w ||g_e||
                 (grad_w ||g|| = (dg/dw)^T g / ||g|| = H g / ||g||, H symmetric): two backward passes
     Hutchinson  C_e = diag(H_e) ~ (1/K) sum_k z_k * (H_e z_k),  z_k Rademacher, K = 150 in the
-                CMNIST script: one batched Hessian-vector product per environment
+                CMNIST script: K Hessian-vector products per environment, batched
 
 Both stay differentiable (create_graph), so the penalty's gradient reaches the whole network
 through the features the head sees.
@@ -49,19 +49,26 @@ def hessian_gradient_product(loss: torch.Tensor, params, stack_dims: int = 0) ->
     return g, norm.unsqueeze(-1) * grad_norm
 
 
-def hutchinson_diagonal(grads, params, n_samples: int, generator: torch.Generator | None = None,
+def autograd_hvp(grads, params):
+    """v -> H v through the graph of grads (grad_w L with create_graph=True), for v shaped like params
+    with K probes on a leading dimension: one batched backward pass (is_grads_batched), with graph."""
+    params = list(params)
+    return lambda v: torch.autograd.grad(list(grads), params, grad_outputs=list(v), is_grads_batched=True,
+                                         create_graph=True)
+
+
+def hutchinson_diagonal(hvp, params, n_samples: int, generator: torch.Generator | None = None,
                         stack_dims: int = 0) -> torch.Tensor:
     """diag(H) ~ (1/K) sum_k z_k * (H z_k), z_k Rademacher, flat [*stack, P], with graph.
 
-    grads: grad_w L shaped like params, with its graph (create_graph=True), as the script's
-    `calc_hessian_diag(model, loss_grad, repeat)`; its loop over K probes is one batched
-    Hessian-vector product here (is_grads_batched), the same estimator. Unbiased, with
+    hvp: v -> H v for K probes at once (autograd_hvp, or metrics.hessian.linear_head_hvp for a
+    linear head). The script's `calc_hessian_diag(model, loss_grad, repeat)` loops over the probes,
+    one Hessian-vector product each; the estimator is the same. Unbiased, with
     E||estimate - diag(H)||^2 = (1/K) sum_{i != j} H_ij^2 per model."""
     params = list(params)
     z = [torch.randint(0, 2, (n_samples, *p.shape), generator=generator, device=p.device).to(p.dtype) * 2 - 1
          for p in params]
-    Hz = torch.autograd.grad(list(grads), params, grad_outputs=z, is_grads_batched=True, create_graph=True)
-    return flat([(zi * hzi).mean(0) for zi, hzi in zip(z, Hz)], stack_dims)
+    return flat([(zi * hzi).mean(0) for zi, hzi in zip(z, hvp(z))], stack_dims)
 
 
 def alignment_penalty(g_envs, c_envs, g_mean, c_mean) -> torch.Tensor:
@@ -79,12 +86,20 @@ def hgp_penalty(env_risks, params, stack_dims: int = 0) -> torch.Tensor:
 
 
 def hutchinson_penalty(env_risks, params, n_samples: int = 150, generator: torch.Generator | None = None,
-                       stack_dims: int = 0) -> torch.Tensor:
+                       stack_dims: int = 0, hvps=None) -> torch.Tensor:
     """The Hutchinson penalty: diag(H_e) from `n_samples` Rademacher probes (cmnist_Hutchinson.py:
-    repeat=150) in place of H_e g_e, each estimate with its own probes (the mean's first)."""
+    repeat=150) in place of H_e g_e, each estimate with its own probes (the mean's first).
+    hvps: one batched v -> H_e v per environment (default: autograd_hvp through each gradient); the
+    mean risk's Hessian is then their mean."""
     params = list(params)
     risks = [torch.stack(list(env_risks)).mean(0), *env_risks]
     grads = [torch.autograd.grad(r.sum(), params, create_graph=True) for r in risks]
-    diags = [hutchinson_diagonal(g, params, n_samples, generator, stack_dims) for g in grads]
+    if hvps is None:
+        hvps = [autograd_hvp(g, params) for g in grads]
+    else:
+        env_hvps = list(hvps)
+        mean_hvp = lambda v: [torch.stack(parts).mean(0) for parts in zip(*(h(v) for h in env_hvps))]
+        hvps = [mean_hvp, *env_hvps]
+    diags = [hutchinson_diagonal(h, params, n_samples, generator, stack_dims) for h in hvps]
     flats = [flat(g, stack_dims) for g in grads]
     return alignment_penalty(flats[1:], diags[1:], flats[0], diags[0])
