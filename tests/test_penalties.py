@@ -176,10 +176,12 @@ def test_stacked_hgp_penalty_is_the_per_model_penalty():
     f, y, w, b = head_problem(stack=(3,), n=120, seed=5)
     risks = [binary_risk(head_logits(f[:, i::2], w, b), y[:, i::2], 1) for i in range(2)]
     stacked = hgp_penalty(risks, [w, b], stack_dims=1)
+    grad_w = autograd.grad(stacked.sum(), w)[0]      # summed over the stack: each model gets its own gradient
     for s in range(3):
         ws, bs = w[s].detach().requires_grad_(), b[s].detach().requires_grad_()
         one = hgp_penalty([binary_risk(head_logits(f[s, i::2], ws, bs), y[s, i::2]) for i in range(2)], [ws, bs])
         torch.testing.assert_close(stacked[s], one, rtol=1e-11, atol=0)
+        torch.testing.assert_close(grad_w[s], autograd.grad(one, ws)[0], rtol=1e-10, atol=1e-15)
 
 
 # ---------------------------------------------------------------- Hutchinson
