@@ -2,10 +2,12 @@
 
     run/        the harness: scales, seeds, device, claims and verdicts, tuning, provenance
     data/       synthetic sources with known structure and real offline sets
-    models/     one configurable small GPT, an MLP, a small CNN
+    models/     one configurable small GPT, an MLP, a small CNN, a tiny ViT
+    layers/     drop-in replacements for torch.nn building blocks (sigmaReparam)
     optim/      optimizers as pure update functions plus thin torch.optim shells
     kernels/    hot paths with plain PyTorch references
-    metrics/    spectra, curvature, training progress
+    metrics/    spectra, curvature, attention entropy, the softmax step radius, training progress
+    penalties/  regularisers added to a loss (invariance, Hessian alignment)
     hyper/      gradient-based hyperparameter tuning (Self-Tuning Networks)
     train.py    one training loop and a multi-seed runner
     plotting.py one figure style
@@ -14,11 +16,12 @@ Subpackages load on first use (reprolib/_lazy.py says why).
 """
 from ._lazy import attach
 
-_EXPORTS = {name: f".{name}" for name in ("data", "hyper", "kernels", "metrics", "models", "optim", "plotting",
-                                          "train", "bench")}
+_EXPORTS = {name: f".{name}" for name in ("data", "hyper", "kernels", "layers", "metrics", "models", "optim",
+                                          "penalties", "plotting", "train", "bench")}
 _EXPORTS.update(Run=".run", show_source=".run")
-attach(__name__, _EXPORTS, modules=("data", "hyper", "kernels", "metrics", "models", "optim", "plotting", "train",
-                                       "bench"))
+attach(__name__, _EXPORTS, modules=("data", "hyper", "kernels", "layers", "metrics", "models", "optim", "penalties",
+                                       "plotting", "train", "bench"))
 
 __version__ = "0.2.0"
-__all__ = ["Run", "show_source", "data", "hyper", "kernels", "metrics", "models", "optim", "plotting", "train"]
+__all__ = ["Run", "show_source", "data", "hyper", "kernels", "layers", "metrics", "models", "optim", "penalties",
+           "plotting", "train"]

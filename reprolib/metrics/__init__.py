@@ -1,12 +1,14 @@
-"""Training-dynamics metrics: weight spectra, loss curvature, the softmax step radius, and
-progress-to-target summaries.
+"""Training-dynamics metrics: weight spectra, loss curvature and exact Hessians, attention entropy, the
+softmax step radius, and progress-to-target summaries.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".attention": ["attention_entropy", "attention_logits", "entropy_lower_bound", "head_stats", "row_logit_norm"],
     ".curvature": ["block_quadratic_forms", "directional_sharpness", "hvp", "quadratic_form", "taylor_terms",
                    "top_hessian_eigenvalue"],
     ".cost": ["count_flops", "count_passes"],
+    ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],

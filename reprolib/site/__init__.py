@@ -33,7 +33,10 @@ THEMES = {
                    "successors), sign-based and low-precision optimizers, noise, trainable first layers, "
                    "second-order steps and hyperparameters learned during training."),
     "curvature-and-sharpness": ("Curvature and sharpness", "How an optimizer's step meets the loss surface: "
-                                "directional sharpness, Hessian-vector products and what they predict."),
+                                "directional sharpness, Hessian-vector products and what they predict; flat "
+                                "minima; Hessians aligned across domains."),
+    "normalization-and-lipschitz": ("Normalization and Lipschitz control", "Keeping a network's layers in range: "
+                                    "spectral reparameterisation, normalisation layers and attention entropy."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -47,13 +50,15 @@ PATH = [
      ["muon_mla_moe_efficiency", "normuon_vs_muon_adamw", "conda_column_normalized_adam", "auon_cosh_vs_muon",
       "sinkgd_stateless_opt"]),
     ("4. Why it works: curvature", "Directional sharpness and the second-order Taylor view of one step; where "
-     "that Taylor view stops (its radius of convergence); flat minima with and without SAM's second pass.",
+     "that Taylor view stops (its radius of convergence); flat minima with and without SAM's second pass; Hessians aligned across domains.",
      "Stage 3; Hessian-vector products.", ["muon_adam_nds_curvature", "softmax_ghosts_step_radius",
-                                           "saf_trajectory_sharpness"]),
-    ("5. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
+                                           "saf_trajectory_sharpness", "hessian_alignment_cmnist"]),
+    ("5. Keeping layers in range", "Attention entropy collapse and a spectral reparameterisation that prevents "
+     "it.", "Stage 4; power iteration, softmax attention.", ["sigma_reparam_entropy"]),
+    ("6. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
      "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
-    ("6. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
+    ("7. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
 
