@@ -2,6 +2,7 @@
 the tuning protocol, reseed records, timing claims and where results go."""
 import json
 import math
+import warnings
 from types import SimpleNamespace
 
 import matplotlib
@@ -318,3 +319,74 @@ def test_grid_extensions_list_what_tune_may_add(tmp_path):
     run = make_run(tmp_path, seeds=[0])
     t = run.tune("k", lambda lr, seed: history(abs(math.log2(lr / 6.4e-3))), [4e-4, 8e-4, 1.6e-3], extend=2)
     assert t.extended == pytest.approx(above) and t.best_lr == pytest.approx(6.4e-3) and t.on_edge
+
+
+def _params_notebook(tmp_path, monkeypatch):
+    """A notebook whose parameters cell declares a few knobs of each kind, found through REPRO_ROOT."""
+    nb = tmp_path / "notebooks" / "t" / "test_slug.ipynb"
+    nb.parent.mkdir(parents=True)
+    src = ("scale = None\nseeds = [0, 1, 2]\ndevice = 'auto'\nsteps = 600\nlr = 1e-3\nlrs = dict(adamw=[1e-3, 2e-3])\n"
+           "use_bf16 = True\nwidths = [32, 64]\n")
+    nb.write_text(json.dumps(dict(cells=[dict(cell_type="code", source=src, metadata=dict(tags=["parameters"]),
+                                              outputs=[], execution_count=None)], metadata={}, nbformat=4,
+                                  nbformat_minor=5)))
+    monkeypatch.setenv("REPRO_ROOT", str(tmp_path))
+    return nb
+
+
+def _run_as_papermill(tmp_path, injected: str, body: str = ""):
+    """Run the notebook's parameters cell, papermill's injected cell, then Run(...) in one namespace
+    whose IPython history `In` holds both cells, as a kernel under papermill has it."""
+    params = "scale = 'smoke'\nseeds = [0, 1, 2]\ndevice = 'cpu'\nsteps = 600\nlr = 1e-3\n" \
+             "lrs = dict(adamw=[1e-3, 2e-3])\nuse_bf16 = True\nwidths = [32, 64]\n"
+    cell = "# Parameters\n" + injected
+    ns = {"In": ["", params, cell], "Run": Run, "PAPER": PAPER, "out": tmp_path / "out"}
+    exec(params, ns)
+    exec(cell, ns)
+    exec("run = Run('test_slug', PAPER, scale=scale, seeds=seeds, device=device, out_dir=out)\n" + body, ns)
+    return ns
+
+
+def test_a_misspelled_parameter_stops_the_run_with_a_suggestion(tmp_path, monkeypatch):
+    _params_notebook(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match=r"unknown parameter 'stpes': did you mean 'steps'\?.*-p steps 600"):
+        _run_as_papermill(tmp_path, "stpes = 100\n")
+
+
+@pytest.mark.parametrize("injected, match", [
+    ("seeds = '[1]'\n", r"seeds must be a list like \[0, 1, 2\], got a string '\[1\]' \(papermill's -p passes text"
+                        r".*-y 'seeds: \[0, 1, 2\]'"),
+    ("steps = 1.5\n", r"steps must be an int like 600, got a number 1.5"),
+    ("use_bf16 = 1\n", r"use_bf16 must be a bool"),
+    ("widths = [32, 'x']\n", r"widths\[1\] must be an int"),
+    ("lrs = {'adamw': [1e-3], 'adam': [1e-3]}\n", r"lrs has no key 'adam'"),
+    ("lr = 'fast'\n", r"lr must be a number"),
+])
+def test_an_ill_typed_parameter_stops_the_run_naming_it(tmp_path, monkeypatch, injected, match):
+    _params_notebook(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match=match):
+        _run_as_papermill(tmp_path, injected)
+
+
+def test_well_typed_parameters_pass_and_ints_stand_for_floats(tmp_path, monkeypatch):
+    _params_notebook(tmp_path, monkeypatch)
+    ns = _run_as_papermill(tmp_path, "steps = 100\nlr = 1\nseeds = [5]\nlrs = {'adamw': [3e-3]}\n")
+    assert ns["run"].parameters["steps"] == 100 and ns["run"].seeds == [5]
+
+
+def test_smoke_warns_when_its_sizes_replace_a_changed_parameter(tmp_path, monkeypatch):
+    _params_notebook(tmp_path, monkeypatch)
+    with pytest.warns(UserWarning, match=r"parameter steps=1234 takes effect at full scale only.*\(12\)"):
+        ns = _run_as_papermill(tmp_path, "steps = 1234\n", "n = run.pick(smoke=12, full=steps)\n"
+                                                           "m = run.pick(smoke=(1, 2), full=(steps, lr))\n")
+    assert ns["n"] == 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # an unchanged parameter, or none at all, draws no warning
+        _run_as_papermill(tmp_path, "", "n = run.pick(smoke=12, full=steps)\n")
+
+
+def test_outside_papermill_nothing_is_injected_or_checked(tmp_path, monkeypatch):
+    _params_notebook(tmp_path, monkeypatch)
+    ns = {"Run": Run, "PAPER": PAPER, "out": tmp_path / "out", "stpes": 5}
+    exec("run = Run('test_slug', PAPER, scale='smoke', device='cpu', out_dir=out)", ns)   # no `In`: plain Python
+    assert ns["run"].smoke

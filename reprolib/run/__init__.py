@@ -3,6 +3,7 @@
     harness.py     Run: scales, seeds, device, tuning protocol, figures, results.json, reseed records
     claims.py      claims, regime checks, noise-aware comparisons and the verdict rule
     provenance.py  hashes of the notebook's code and of each library module a run imported
+    parameters.py  a notebook's declared parameters, what papermill injected, name and type checks
 """
 from .claims import KINDS, VERDICTS
 from .harness import (SCALES, SMOKE_VERDICT, Run, Tuned, atomic_write, device_name, grid_extensions, resolve_device,

@@ -20,7 +20,6 @@ claims.py holds the rules (noise-aware comparisons, regime checks, the verdict).
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import datetime as dt
 import inspect
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 from . import claims as C
+from . import parameters as P
 from .provenance import notebook_path, record as provenance_record, repo_root
 
 SCALES = ("smoke", "full")
@@ -186,7 +186,14 @@ class Run:
             raise ValueError("paper needs an arxiv id (a cross-paper comparison says kind='comparison')")
         self.slug, self.paper = slug, dict(paper)
         self.scale = resolve_scale(scale)
-        self.parameters = _notebook_parameters(slug, inspect.currentframe().f_back)
+        caller = inspect.currentframe().f_back
+        self.parameters = _notebook_parameters(slug, caller)
+        given, nb = P.injected(caller.f_globals) if caller else None, notebook_path(slug)
+        defaults = P.declared(nb) if nb else {}
+        if given and nb:
+            P.check(nb, given, defaults)   # before any compute: a misspelled or ill-typed knob stops the run
+        self._overrides = P.SmokeOverrides({n: v for n, v in (given or {}).items()
+                                            if n not in ("scale", "seeds", "device") and defaults.get(n) != v})
         seeds = [int(s) for s in (seeds or [])]
         if not seeds:
             raise ValueError("seeds is empty; give at least one integer seed, e.g. seeds=[0, 1, 2]")
@@ -241,8 +248,12 @@ class Run:
         return self.device.type == "cuda"
 
     def pick(self, smoke, full):
-        """The value for this run's scale: `steps = run.pick(smoke=30, full=1000)`."""
-        return smoke if self.smoke else full
+        """The value for this run's scale: `steps = run.pick(smoke=30, full=1000)`. At smoke scale a
+        parameter the caller changed that reaches `full` is replaced: a warning says so."""
+        if self.smoke:
+            self._overrides.seen(full, smoke)
+            return smoke
+        return full
 
     def seed(self, seed: int) -> torch.Generator:
         """Seed python, numpy and torch; return a torch.Generator on the run's device."""
@@ -479,11 +490,8 @@ def _notebook_parameters(slug: str, frame) -> dict:
     if nb is None or frame is None:
         return {}
     try:
-        cells = json.loads(nb.read_text())["cells"]
-        src = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
-        names = [t.id for node in ast.parse(src).body if isinstance(node, ast.Assign)
-                 for t in node.targets if isinstance(t, ast.Name)]
-    except (StopIteration, SyntaxError, KeyError, json.JSONDecodeError):
+        names = list(P.declared(nb))
+    except (SyntaxError, KeyError, json.JSONDecodeError):
         return {}
     scope = frame.f_globals
     return {n: _jsonable(scope[n]) for n in names if n in scope}
