@@ -1,9 +1,10 @@
 """Lazy package attributes: a submodule is imported when a name from it is first used.
 
-A run's results.json records a hash of each reprolib module the run imported, and `make figures`
-reruns a notebook only when one of those changed. Eager `from .x import y` in the package
-__init__ files would import every module for every notebook, so that any edit anywhere would mark
-every result stale; lazy attributes keep the record to what a notebook actually uses.
+A run's results.json records hashes of the code of each reprolib module the run imported, and
+`make figures` reruns a notebook only when that code changed (run/provenance.py). Eager
+`from .x import y` in the package __init__ files would import every module for every notebook, so
+that an edit anywhere would mark every result stale; lazy attributes keep the record to what a
+notebook actually uses, and an export added to a table leaves older records current.
 """
 import importlib
 import sys

@@ -1,16 +1,31 @@
-"""Provenance: which code a result came from, and whether a rerun would run the same code.
+"""Provenance: which code a result came from, and whether a rerun would run other code.
 
-results.json records the sha256 of the notebook's code cells (not markdown, not outputs, not the
-cell papermill injects) and of every reprolib module the run imported. A result is stale when
-either changed; `stale_reasons` names the file.
+results.json records (scheme 2):
+  notebook  a hash of the notebook's code cells as Python syntax trees: comments, blank lines and
+            formatting do not count, code does (a cell that is not plain Python, e.g. a shell escape,
+            counts as text); markdown, outputs and the cell papermill injects never count.
+  modules   for every reprolib module the run imported, a hash per unit of code:
+              "def <name>"     each top-level function or class (docstrings do not count),
+              "export <key>"   each entry of a lazy-export table (`_EXPORTS = exports_of({...})`),
+              "stmt <hash>"    every other top-level statement (imports, constants), keyed by itself.
+A result is stale when a recorded unit changed or is gone. A unit added since the run (a new
+function, a new export, a new import) does not make it stale: code the run never had cannot have
+changed what it did. Code that a new unit runs at import time and that mutates state the old code
+reads would escape this rule; the library keeps such registration out of module bodies.
+
+Scheme-1 records (one sha of the raw file per module, of the raw code cells per notebook) are still
+read: any byte changed makes them stale.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import sys
 from pathlib import Path
+
+SCHEME = 2
 
 
 def repo_root() -> Path:
@@ -43,13 +58,68 @@ def code_cells(nb: dict) -> list[str]:
     return out
 
 
-def notebook_hash(path: Path) -> str:
-    return _sha("\n\x00".join(code_cells(json.loads(Path(path).read_text()))).encode())
+def _tree(node: ast.AST, docstrings: bool = True) -> str:
+    """A syntax tree as text, without positions (so without comments and formatting); docstrings
+    of functions, classes and the module dropped unless `docstrings`."""
+    if not docstrings:
+        node = _drop_docstrings(node)
+    return ast.dump(node, annotate_fields=False, include_attributes=False)
 
 
-def module_hashes(root: Path | None = None) -> dict[str, str]:
-    """{'reprolib/optim/conda.py': sha} for every reprolib module imported in this process."""
-    root = root or repo_root()
+def _drop_docstrings(node: ast.AST) -> ast.AST:
+    node = ast.parse(ast.unparse(node)) if not isinstance(node, ast.Module) else node   # a private copy
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if (isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            n.body = body[1:] or [ast.Pass()]
+    return node
+
+
+def _cell_text(src: str) -> str:
+    try:
+        return _tree(ast.parse(src))   # a notebook's strings stay: a bare string can be a cell's output
+    except SyntaxError:                # IPython syntax (magics, shell escapes): the text itself
+        return src
+
+
+def notebook_hash(path: Path, scheme: int = SCHEME) -> str:
+    cells = code_cells(json.loads(Path(path).read_text()))
+    if scheme == 1:
+        return _sha("\n\x00".join(cells).encode())
+    return _sha("\n\x00".join(_cell_text(c) for c in cells).encode())
+
+
+def _exports_table(node: ast.stmt):
+    """The dict literal of `_EXPORTS = {...}` or `_EXPORTS = exports_of({...})`, else None."""
+    if not (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["_EXPORTS"]):
+        return None
+    value = node.value
+    if isinstance(value, ast.Call) and len(value.args) == 1:
+        value = value.args[0]
+    return value if isinstance(value, ast.Dict) and None not in value.keys else None
+
+
+def module_units(source: str) -> dict[str, str]:
+    """{unit: sha} for one module's source (see the module docstring)."""
+    units = {}
+    for node in _drop_docstrings(ast.parse(source)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            units[f"def {node.name}"] = _sha(_tree(node).encode())
+        elif (table := _exports_table(node)) is not None:
+            for key, value in zip(table.keys, table.values):
+                units[f"export {ast.unparse(key)}"] = _sha(_tree(value).encode())
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] in (["__all__"],
+                                                                                                   ["__version__"]):
+            continue   # which names exist and the package's version: not what the code does
+        else:
+            h = _sha(_tree(node).encode())
+            units[f"stmt {h}"] = h
+    return units
+
+
+def _module_files(root: Path) -> dict[str, Path]:
     out = {}
     for name, mod in list(sys.modules.items()):
         if name != "reprolib" and not name.startswith("reprolib."):
@@ -62,15 +132,24 @@ def module_hashes(root: Path | None = None) -> dict[str, str]:
             rel = path.relative_to(root.resolve()).as_posix()
         except ValueError:   # an installed, non-editable copy: key by its package path
             rel = "reprolib/" + path.as_posix().rsplit("/reprolib/", 1)[-1]
-        out[rel] = _sha(path.read_bytes())
+        out[rel] = path
     return dict(sorted(out.items()))
+
+
+def module_hashes(root: Path | None = None) -> dict[str, dict[str, str]]:
+    """{'reprolib/optim/conda.py': {unit: sha}} for every reprolib module imported in this process."""
+    return {rel: module_units(path.read_text()) for rel, path in _module_files(root or repo_root()).items()}
 
 
 def record(slug: str, root: Path | None = None) -> dict:
     root = root or repo_root()
     nb = notebook_path(slug, root)
-    return dict(notebook=notebook_hash(nb) if nb else None,
+    return dict(scheme=SCHEME, notebook=notebook_hash(nb) if nb else None,
                 notebook_path=nb.relative_to(root).as_posix() if nb else None, modules=module_hashes(root))
+
+
+def _unit_name(unit: str) -> str:
+    return "a top-level statement" if unit.startswith("stmt ") else unit.split(" ", 1)[1]
 
 
 def stale_reasons(results: dict | None, root: Path | None = None) -> list[str]:
@@ -87,12 +166,19 @@ def stale_reasons(results: dict | None, root: Path | None = None) -> list[str]:
     nb = notebook_path(results["slug"], root)
     if nb is None:
         return [f"notebook {results['slug']}.ipynb not found"]
-    if notebook_hash(nb) != prov.get("notebook"):
+    if notebook_hash(nb, prov.get("scheme", 1)) != prov.get("notebook"):
         reasons.append(f"{nb.relative_to(root).as_posix()} code cells changed")
-    for rel, sha in prov.get("modules", {}).items():
+    for rel, recorded in prov.get("modules", {}).items():
         path = root / rel
         if not path.exists():
             reasons.append(f"{rel} removed")
-        elif _sha(path.read_bytes()) != sha:
-            reasons.append(f"{rel} changed")
+        elif isinstance(recorded, str):   # scheme 1: the raw file
+            if _sha(path.read_bytes()) != recorded:
+                reasons.append(f"{rel} changed")
+        else:
+            now = module_units(path.read_text())
+            changed = [_unit_name(u) for u, sha in recorded.items() if now.get(u) != sha]
+            if changed:
+                shown = ", ".join(dict.fromkeys(changed[:3]))
+                reasons.append(f"{rel} changed ({shown}{' ...' if len(changed) > 3 else ''})")
     return reasons
