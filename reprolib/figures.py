@@ -260,7 +260,9 @@ def main(argv=None, root: Path | None = None) -> int:
                         print(f"no main run to reseed: {nb.stem}")
                         continue
                     est = float((res or {}).get("wall_time_s") or 300) * 0.6
-                    jobs.append(Job(nb, "reseed", False, est, after=main))
+                    # a timing notebook's reseed runs alone too: its timing claims are carried from the
+                    # main run, but its budgets in seconds (equal-time comparisons) still need the GPU alone
+                    jobs.append(Job(nb, "reseed", is_exclusive(nb), est, after=main))
     if args.dry_run or not jobs:
         print("nothing to run" if not jobs else "would run: " + ", ".join(j.name for j in jobs))
         return 0

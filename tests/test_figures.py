@@ -91,3 +91,16 @@ def test_make_figures_is_the_only_writer_of_figures():
     assert '".runs" if self.full else ".smoke"' in text
     ignored = subprocess.run(["git", "check-ignore", ".runs/x", ".smoke/x"], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.split() == [".runs/x", ".smoke/x"]
+
+
+def test_a_timing_notebooks_reseed_runs_alone(tmp_path, monkeypatch):
+    """A timing notebook measures budgets in seconds in its reseed too: it runs alone like its main run."""
+    nb = tmp_path / "notebooks" / "t" / "timed.ipynb"
+    nb.parent.mkdir(parents=True)
+    nb.write_text(json.dumps(nb_json(GOOD, exclusive=True)))
+    jobs = []
+    monkeypatch.setattr(figures, "schedule", lambda js, *a, **k: jobs.extend(js))
+    monkeypatch.setenv("REPRO_SCALE", "full")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    figures.main(["--reseed"], root=tmp_path)
+    assert [(j.mode, j.exclusive) for j in jobs] == [("main", True), ("reseed", True)]
