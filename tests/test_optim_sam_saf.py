@@ -150,6 +150,17 @@ def test_trajectory_kl_matches_the_official_line_and_its_closed_form_gradient(ta
     assert abs(trajectory_kl(z, past, 2 * tau).item() - official.item()) > 1e-3     # tau matters
 
 
+def test_trajectory_kl_keeps_float64_and_lifts_bf16():
+    """float64 logits stay float64 (an exact check against the official line near the end of training,
+    where the term is ~1e-4 and float32 rounding alone is ~1e-4 relative); bf16 is computed in float32."""
+    g = torch.Generator().manual_seed(0)
+    z, past = torch.randn(64, 10, generator=g, dtype=torch.float64), torch.randn(64, 10, generator=g, dtype=torch.float64)
+    near = z + 1e-3 * past                                   # a tiny term, like late training
+    ours, official = trajectory_kl(near, z, 5.0), official_kl(near, z, 5.0)
+    assert ours.dtype == torch.float64 and ours.item() == pytest.approx(official.item(), rel=1e-9)
+    assert trajectory_kl(z.bfloat16(), past.bfloat16(), 5.0).dtype == torch.float32
+
+
 def test_bank_returns_the_logits_recorded_lag_epochs_earlier():
     n, lag = 20, 2
     bank = OutputBank(n, 3, lag=lag)

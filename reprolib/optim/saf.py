@@ -42,8 +42,11 @@ from torch import Tensor, nn
 
 def trajectory_kl(logits: Tensor, past_logits: Tensor, tau: float = 5.0) -> Tensor:
     """tau^2 / |B| sum_i KL( softmax(past_i / tau) || softmax(logits_i / tau) ); no gradient to `past_logits`."""
-    log_q = F.log_softmax(logits.float() / tau, dim=-1)                # log softmax(f_theta(x_i) / tau)
-    log_p = F.log_softmax(past_logits.detach().float() / tau, dim=-1)  # log softmax(y_i^(e - E~) / tau)
+    # at least float32 (bf16 logits under autocast), float64 kept: a check against the official line in
+    # float64 is then an exact-arithmetic check, not one of float32 rounding
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    log_q = F.log_softmax(logits.to(dtype) / tau, dim=-1)                # log softmax(f_theta(x_i) / tau)
+    log_p = F.log_softmax(past_logits.detach().to(dtype) / tau, dim=-1)  # log softmax(y_i^(e - E~) / tau)
     # mean_i KL(p_i || q_i) times tau^2: L_tra / lambda, as SAF_train.py's KL_loss (log_target: no log(0))
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * tau ** 2
 
