@@ -209,3 +209,28 @@ def test_no_stray_figure_folders():
 def test_dashboard_is_current():
     old, new = dashboard.updated_readme(ROOT)
     assert old == new, "README.md's results table is stale: run `make dashboard`"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_knob_replaced_at_smoke_says_so_at_the_knob(nb_path):
+    """A parameter that reaches `full=` of a run.pick is replaced by a smoke size at smoke scale: its
+    line in the parameters cell says so (the run also warns when it was changed)."""
+    import ast
+    cells = json.loads(nb_path.read_text())["cells"]
+    params = next(_text(c) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    lines = {}
+    for node in ast.parse(params).body:
+        if isinstance(node, ast.Assign):
+            text = "\n".join(params.splitlines()[node.lineno - 1:node.end_lineno])
+            nxt = params.splitlines()[node.end_lineno:node.end_lineno + 2]   # wrapped '#   ...' comment lines
+            text += "\n" + "\n".join(x for x in nxt if x.lstrip().startswith("#"))
+            lines.update({t.id: text for t in node.targets if isinstance(t, ast.Name)})
+    code = "\n".join(_text(c) for c in cells if c["cell_type"] == "code" and not c["source"] == params)
+    replaced = set()
+    for node in ast.walk(ast.parse("\n".join(ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "pick":
+            for kw in node.keywords:
+                if kw.arg == "full":
+                    replaced |= {n.id for n in ast.walk(kw.value) if isinstance(n, ast.Name)} & set(lines)
+    silent = sorted(n for n in replaced - {"scale", "seeds", "device"} if "smoke" not in lines[n])
+    assert not silent, f"{nb_path.stem}: say at these knobs what smoke scale uses instead: {silent}"
