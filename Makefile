@@ -23,7 +23,8 @@ NB ?=
 FORCE ?=
 RESEED ?=
 PER_GPU ?=
-RUNNER = $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(PER_GPU),--per-gpu $(PER_GPU))
+RUNNER = $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(PER_GPU),--per-gpu $(PER_GPU)) \
+  $(if $(START_WITHIN),--start-within $(START_WITHIN))
 
 .PHONY: setup test figures reseed stale smoke smoke-times lab dashboard site student clean bench wheelhouse
 

@@ -193,21 +193,35 @@ def pick(gpu, gpus, running: dict, ready: list[Job], per_gpu: int) -> Job | None
     return packed[0]
 
 
-def schedule(jobs: list[Job], root: Path, scale: str, gpus: list, per_gpu: int) -> None:
+def priority(j: Job) -> tuple:
+    """Notebooks never run come first (a short GPU session should give them a result before it reruns
+    older ones), then exclusive jobs (they hold a whole GPU, so they start early), then the longest."""
+    return (not j.extra.get("first", False), not j.exclusive, -j.estimate_s)
+
+
+def schedule(jobs: list[Job], root: Path, scale: str, gpus: list, per_gpu: int,
+             start_within_s: float | None = None) -> None:
     running = {g: [] for g in gpus}
+    t0 = time.perf_counter()
     try:
         while any(j.status in ("pending", "running") for j in jobs):
+            if start_within_s is not None and time.perf_counter() - t0 > start_within_s:
+                for j in jobs:
+                    if j.status == "pending":
+                        j.status = "not started"
+                        print(f"[{_stamp()}] not started {j.name}: past --start-within; still owed", flush=True)
             for g in gpus:
                 for j in list(running[g]):
                     if j.proc.poll() is not None:
                         running[g].remove(j)
                         finish(j, root)
             for j in jobs:
-                if j.status == "pending" and j.after is not None and j.after.status in ("failed", "skipped"):
+                if j.status == "pending" and j.after is not None and j.after.status in ("failed", "skipped",
+                                                                                         "not started"):
                     j.status = "skipped"
                     print(f"[{_stamp()}] skip   {j.name}: its main run failed", flush=True)
             ready = sorted((j for j in jobs if j.status == "pending" and (j.after is None or j.after.status == "ok")),
-                           key=lambda j: (not j.exclusive, -j.estimate_s))
+                           key=priority)
             for g in gpus:
                 while (j := pick(g, gpus, running, ready, per_gpu)) is not None:
                     ready.remove(j)
@@ -234,6 +248,9 @@ def main(argv=None, root: Path | None = None) -> int:
     ap.add_argument("--per-gpu", type=int, default=int(os.environ.get("REPRO_PER_GPU", DEFAULT_PER_GPU)),
                     help=f"notebooks packed on one GPU (default {DEFAULT_PER_GPU})")
     ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    ap.add_argument("--start-within", type=float, metavar="MINUTES",
+                    help="start no run after this many minutes (a GPU lease of fixed length: what did not start "
+                         "stays owed, and runs already started finish)")
     ap.add_argument("--record-smoke-times", action="store_true",
                     help="smoke scale: record each notebook's compute time in figures/_smoke/times.json (one at a time)")
     args = ap.parse_args(argv)
@@ -250,7 +267,8 @@ def main(argv=None, root: Path | None = None) -> int:
                 reasons = ["--force"] if args.force else stale_reasons(res, root)
                 if reasons:
                     print(f"stale  {nb.stem}: {'; '.join(reasons[:4])}{' ...' if len(reasons) > 4 else ''}")
-                    main = Job(nb, "main", is_exclusive(nb), float((res or {}).get("wall_time_s") or 300))
+                    main = Job(nb, "main", is_exclusive(nb), float((res or {}).get("wall_time_s") or 300),
+                               extra=dict(first=res is None))
                     jobs.append(main)
                 else:
                     print(f"up to date  {nb.stem}")
@@ -262,7 +280,7 @@ def main(argv=None, root: Path | None = None) -> int:
                     est = float((res or {}).get("wall_time_s") or 300) * 0.6
                     # a timing notebook's reseed runs alone too: its timing claims are carried from the
                     # main run, but its budgets in seconds (equal-time comparisons) still need the GPU alone
-                    jobs.append(Job(nb, "reseed", is_exclusive(nb), est, after=main))
+                    jobs.append(Job(nb, "reseed", is_exclusive(nb), est, after=main, extra=dict(first=res is None)))
     if args.dry_run or not jobs:
         print("nothing to run" if not jobs else "would run: " + ", ".join(j.name for j in jobs))
         return 0
@@ -280,7 +298,7 @@ def main(argv=None, root: Path | None = None) -> int:
     t0 = time.perf_counter()
     print(f"[{_stamp()}] {len(jobs)} runs on {len(gpus)} {'GPU' if scale == 'full' else 'slot'}(s), "
           f"up to {per_gpu} per GPU", flush=True)
-    schedule(jobs, root, scale, gpus, per_gpu)
+    schedule(jobs, root, scale, gpus, per_gpu, args.start_within * 60 if args.start_within else None)
     wall = time.perf_counter() - t0
     done = [j for j in jobs if j.status == "ok"]
     print(f"\n{len(done)}/{len(jobs)} runs ok in {wall / 60:.1f} min of wall time; the runs' own wall times "

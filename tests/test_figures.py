@@ -104,3 +104,14 @@ def test_a_timing_notebooks_reseed_runs_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     figures.main(["--reseed"], root=tmp_path)
     assert [(j.mode, j.exclusive) for j in jobs] == [("main", True), ("reseed", True)]
+
+
+def test_never_run_notebooks_start_first_and_a_lease_stops_new_starts(tmp_path, capsys):
+    old, new, excl = job("old"), job("new"), job("excl", True)
+    new.extra["first"] = True
+    assert sorted([old, excl, new], key=figures.priority) == [new, excl, old]
+    # --start-within 0: nothing starts, everything stays owed (a reseed waiting on its main too)
+    reseed = figures.Job(Path("old.ipynb"), "reseed", after=old)
+    figures.schedule([old, reseed], tmp_path, "full", [0], per_gpu=2, start_within_s=0.0)
+    assert old.status == "not started" and reseed.status == "not started"
+    assert "past --start-within" in capsys.readouterr().out
