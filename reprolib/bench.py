@@ -1,4 +1,4 @@
-"""Timing of the orthogonalised-update hot path on a CUDA GPU: `make bench`.
+"""Timing of the training hot paths on a CUDA GPU: `make bench`.
 
 Three tables, each measured in one run with CUDA events (median of repeated timings, after
 warm-up), on fresh random (never zero) inputs:
@@ -10,8 +10,18 @@ warm-up), on fresh random (never zero) inputs:
      (per-shape batches, eager) and its default fast path (padded batch, CUDA graph, fused AdamW),
      and NorMuon (fast path), as ratios to AdamW.
   3. One training step (forward, backward, optimizer; bf16 autocast, eager) in tokens per second.
+  4. The training loop itself, AdamW, on the 4L-256, 6L-384 and 12L-768 GPTs at the notebooks'
+     batch sizes, in tokens per second and model FLOP utilisation (MFU: the step's model FLOPs at
+     the bf16 GEMM rate measured in this run): a plain reference loop written here (the few lines
+     any PyTorch user would write), reprolib.train.train_lm eager and compiled, and three seeds
+     trained as one batched model (torch.func: stacked weights, vmap) against three runs one after
+     another.
 FLOPs of one Newton-Schulz step on X (m x n, m <= n): X X^T 2m^2 n, A A 2m^3, B X 2m^2 n.
+Model FLOPs of one training token (fwd + bwd = 3x fwd): 6 N (N: the weights of every matrix product,
+the vocabulary head included, the embedding lookup not) + 6 L T d (causal attention scores and
+values, half of the T x T products).
 """
+import copy
 import argparse
 import json
 import platform
@@ -30,6 +40,10 @@ from .run.harness import library_versions
 
 NS_SHAPES = [(768, 768), (768, 3072), (1024, 4096), (4096, 4096)]
 GPTS = {"6L-384": dict(n_layer=6, d_model=384, n_head=6), "12L-768": dict(n_layer=12, d_model=768, n_head=12)}
+# the loop table: the collection's GPT sizes at the batch sizes its notebooks train with (x 256 tokens)
+LOOP_GPTS = {"4L-256": (dict(n_layer=4, d_model=256, n_head=4), 32), "6L-384": (dict(n_layer=6, d_model=384, n_head=6), 16),
+             "12L-768": (dict(n_layer=12, d_model=768, n_head=12), 16)}
+LOOP_STEPS = 60
 
 
 DEVICE = "cuda"  # a CPU dry run of the code paths sets "cpu" (tests/test_bench.py)
@@ -138,6 +152,92 @@ def bench_train_step(batch: int = 16, seq_len: int = 256) -> list[dict]:
     return rows
 
 
+def train_flops_per_token(model: GPT) -> float:
+    """6 N + 6 L T d (module docstring): N the weights of every matrix product (embedding excluded)."""
+    cfg = model.cfg
+    n = sum(p.numel() for name, p in model.named_parameters() if p.ndim >= 2 and "tok_emb" not in name)
+    return 6 * n + 6 * cfg.n_layer * cfg.seq_len * cfg.d_model
+
+
+def _reference_loop(model, tokens, batch: int, seq_len: int, steps: int) -> float:
+    """Seconds per step of the plain loop a PyTorch user writes: random windows, bf16 autocast,
+    cross-entropy, fused AdamW; no evaluation, no schedule."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=DEVICE == "cuda")
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+
+    def step():
+        i = torch.randint(0, len(tokens) - seq_len - 1, (batch, 1), device=DEVICE, generator=g)
+        w = tokens[i + torch.arange(seq_len + 1, device=DEVICE)]
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            logits = model(w[:, :-1])[0]
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return cuda_ms(step, reps=steps, warmup=5) / 1e3
+
+
+def _library_loop(model, tokens, batch: int, seq_len: int, steps: int, compile: bool) -> float:
+    """Seconds per step of reprolib.train.train_lm (its own step timer: evaluations excluded)."""
+    from .train import train_lm
+    opt = make_optimizer("adamw", model, lr=1e-3)
+    hist = train_lm(model, opt, tokens, tokens[: 64 * seq_len], steps=steps, batch_size=batch, seq_len=seq_len,
+                    generator=torch.Generator(device=DEVICE).manual_seed(0), eval_every=steps, eval_batches=1,
+                    progress=False, compile=compile)
+    return hist.step_time_s
+
+
+def _stacked_loop(models, tokens, batch: int, seq_len: int, steps: int) -> float:
+    """Seconds per step of len(models) GPTs trained as one batched model: weights stacked on a leading
+    dimension (torch.func.stack_module_state), one vmapped forward and backward, one fused AdamW."""
+    from torch.func import functional_call, stack_module_state, vmap
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-3, fused=DEVICE == "cuda")
+    S, g = len(models), torch.Generator(device=DEVICE).manual_seed(0)
+
+    def loss_of(p, b, x, y):
+        return functional_call(base, (p, b), (x, y))[1]
+
+    def step():
+        i = torch.randint(0, len(tokens) - seq_len - 1, (S, batch, 1), device=DEVICE, generator=g)
+        w = tokens[i + torch.arange(seq_len + 1, device=DEVICE)]
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            losses = vmap(loss_of)(params, buffers, w[..., :-1], w[..., 1:])
+        losses.sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return cuda_ms(step, reps=steps, warmup=5) / 1e3
+
+
+def bench_training_loop(rate_tflops: float, steps: int = LOOP_STEPS, seeds: int = 3) -> list[dict]:
+    """Table 4 (module docstring). A row per (model, path): ms per step, tokens/s, MFU; the batched
+    row's tokens count every seed's, and `speedup` compares it with `seeds` eager runs in a row."""
+    rows = []
+    tokens = torch.randint(0, 256, (1_000_000 if DEVICE == "cuda" else 20_000,), device=DEVICE)
+    for size, (arch, batch) in LOOP_GPTS.items():
+        seq_len = min(256, max(16, len(tokens) // 1000))
+        flops = train_flops_per_token(_gpt_cfg(arch, seq_len))
+        per_step = batch * seq_len
+
+        def row(path, s, n_tokens, **extra):
+            rows.append(dict(model=size, path=path, batch=f"{batch}x{seq_len}", step_ms=s * 1e3,
+                             tokens_per_s=n_tokens / s, mfu=n_tokens * flops / s / (rate_tflops * 1e12), **extra))
+        row("reference loop", _reference_loop(_gpt_cfg(arch, seq_len), tokens, batch, seq_len, steps), per_step)
+        eager = _library_loop(_gpt_cfg(arch, seq_len), tokens, batch, seq_len, steps, compile=False)
+        row("train_lm eager", eager, per_step)
+        if DEVICE == "cuda":
+            row("train_lm compiled", _library_loop(_gpt_cfg(arch, seq_len), tokens, batch, seq_len, steps, True), per_step)
+        stacked = _stacked_loop([_gpt_cfg(arch, seq_len, seed=s) for s in range(seeds)], tokens, batch, seq_len, steps)
+        row(f"{seeds} seeds batched", stacked, seeds * per_step, speedup=seeds * eager / stacked)
+    return rows
+
+
+def _gpt_cfg(arch: dict, seq_len: int, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=256, seq_len=seq_len, **arch)).to(DEVICE)
+
+
 def markdown(res: dict) -> str:
     out = [f"# Newton-Schulz and optimizer-step timings\n\n{res['device']}; {res['versions']}; bf16 GEMM "
            f"{res['gemm_tflops']:.0f} TFLOP/s (8192^3, this run).\n",
@@ -154,6 +254,14 @@ def markdown(res: dict) -> str:
             "| model | optimizer | batch | ms | tokens/s |", "|---|---|---|---|---|"]
     out += [f"| {r['model']} | {r['optimizer']} | {r['batch']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} |"
             for r in res["train_step"]]
+    if res.get("training_loop"):
+        out += ["\n## Training loop (AdamW; tokens/s and model FLOP utilisation at the GEMM rate above)\n",
+                "| model | path | batch | ms/step | tokens/s | MFU | batched vs one after another |",
+                "|---|---|---|---|---|---|---|"]
+        for r in res["training_loop"]:
+            speedup = f"{r['speedup']:.2f}x" if "speedup" in r else ""
+            out.append(f"| {r['model']} | {r['path']} | {r['batch']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
+                       f"{r['mfu']:.1%} | {speedup} |")
     return "\n".join(out) + "\n"
 
 
@@ -168,7 +276,7 @@ def main(argv=None) -> int:
     rate = gemm_tflops()
     res = dict(device=torch.cuda.get_device_name(), versions=library_versions(), host=platform.node(),
                gemm_tflops=rate, newton_schulz=bench_newton_schulz(rate), optimizer_step=bench_optimizer_step(rate),
-               train_step=bench_train_step())
+               train_step=bench_train_step(), training_loop=bench_training_loop(rate))
     text = markdown(res)
     print(text)
     if args.out:
