@@ -1,6 +1,6 @@
 """Timing of the training hot paths on a CUDA GPU: `make bench`.
 
-Three tables, each measured in one run with CUDA events (median of repeated timings, after
+Four tables, each measured in one run with CUDA events (median of repeated timings, after
 warm-up), on fresh random (never zero) inputs:
   1. Newton-Schulz (5 steps, bf16) per matrix: reprolib's batched call on a stack of same-shape
      matrices vs torch.optim.Muon's one-matrix-at-a-time function, with the matrix-multiply floor
