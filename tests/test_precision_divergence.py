@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from reprolib.layers.mixed_precision import _QuantisedGemms, precision_linears, set_plan
+from reprolib.layers.mixed_precision import QuantisedGemms, precision_linears, set_plan
 from reprolib.metrics.precision_divergence import (adam_v_hat, capture_gemm_operands, divergence_table,
                                                    loss_divergence, measured_loss_divergence, weight_divergence)
 from reprolib.models import GPT, GPTConfig
@@ -70,7 +70,7 @@ def test_backward_estimate_is_the_quantised_wgrad_error_through_adam():
     v_hat, (lr, eps) = adam_v_hat(opt, layer.weight)
     for bits in (8, 4):
         w = layer.weight.detach().clone().requires_grad_()
-        (grad_w,) = torch.autograd.grad(_QuantisedGemms.apply(x, w, bits, 256, 2), w, grad_outputs=g)
+        (grad_w,) = torch.autograd.grad(QuantisedGemms.apply(x, w, bits, 256, 2), w, grad_outputs=g)
         expect = lr / 4 * ((grad_w - g.t() @ x).square() / (v_hat.sqrt() + eps)).sum()
         assert weight_divergence(x, g, v_hat, lr, bits) == pytest.approx(float(expect), rel=1e-4)
     assert loss_divergence(x, layer.weight, g, 16) == 0.0 and weight_divergence(x, g, v_hat, lr, 16) == 0.0

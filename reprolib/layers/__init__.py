@@ -3,7 +3,8 @@ Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
-    ".mixed_precision": ["COST", "PrecisionLinear", "gemm_shares", "plan_cost", "precision_linears", "set_plan"],
+    ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
+                         "set_plan"],
     ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
 })
 attach(__name__, _EXPORTS)

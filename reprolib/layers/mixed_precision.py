@@ -31,7 +31,7 @@ from ..kernels.fake_quant import quantize_activation, quantize_weight
 COST = {16: 1.0, 8: 0.5, 4: 0.25}   # GEMM cost relative to BF16, by bit width
 
 
-class _QuantisedGemms(torch.autograd.Function):
+class QuantisedGemms(torch.autograd.Function):
     """The three GEMMs of a linear layer (no bias) on quantised operands (module docstring)."""
 
     @staticmethod
@@ -76,7 +76,7 @@ class PrecisionLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if self.bits == 16:
             return F.linear(x, self.weight)
-        return _QuantisedGemms.apply(x, self.weight, self.bits, self.group_size, self.act_topk)
+        return QuantisedGemms.apply(x, self.weight, self.bits, self.group_size, self.act_topk)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bits={self.bits}, group_size={self.group_size}, act_topk={self.act_topk}"
