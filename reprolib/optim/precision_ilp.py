@@ -34,7 +34,10 @@ def solve_precision_ilp(scores, costs, budget: float) -> np.ndarray:
                options=dict(mip_rel_gap=0.0))
     if res.x is None:
         raise RuntimeError(f"the ILP solver failed: {res.message}")
-    return res.x.reshape(L, P).argmax(1)
+    choice = res.x.reshape(L, P).argmax(1)
+    if c[np.arange(L), choice].sum() > budget + 1e-9 * max(1.0, abs(budget)):   # beyond the solver's tolerance
+        raise RuntimeError(f"the ILP solver returned a plan over budget ({c[np.arange(L), choice].sum():.9g})")
+    return choice
 
 
 def random_plan(costs, budget: float, rng: np.random.Generator) -> np.ndarray:
