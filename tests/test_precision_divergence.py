@@ -38,7 +38,7 @@ def test_captured_operands_are_the_layers_inputs_and_output_gradients():
     ops, loss = capture_gemm_operands(model, layers, b)
     assert all(m.bits == 4 for m in layers.values()) and all(p.grad is None for p in model.parameters())
     set_plan(layers, {n: 16 for n in layers})
-    assert loss == pytest.approx(float(model(*b)[1]), abs=1e-6)
+    assert loss == pytest.approx(model(*b)[1].item(), abs=1e-6)
     model(*b)[1].backward()   # the oracle: autograd's weight gradient of the BF16 step is G^T X
     for name, layer in layers.items():
         x, g = ops[name]
