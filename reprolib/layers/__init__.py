@@ -2,6 +2,10 @@
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
-_EXPORTS = exports_of({".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"]})
+_EXPORTS = exports_of({
+    ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
+                         "set_plan"],
+    ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
+})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -10,6 +10,8 @@ _EXPORTS = exports_of({
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
+    ".precision_divergence": ["adam_v_hat", "capture_gemm_operands", "divergence_table", "loss_divergence",
+                              "measured_loss_divergence", "weight_divergence"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],
     ".softmax_radius": ["binary_radius", "log_partition_taylor", "logit_jvp", "logit_spread", "loss_along_line",

@@ -20,6 +20,7 @@ _EXPORTS = exports_of({
     ".lion": ["Lion", "lion_update"],
     ".muon": ["LR_SCALES", "Muon", "is_hidden_matrix", "muon_lr_scale", "muon_param_groups", "muon_update"],
     ".normuon": ["NorMuon", "normuon_update"],
+    ".precision_ilp": ["random_plan", "solve_precision_ilp"],
     ".radius_clip": ["RadiusClip"],
     ".saf": ["MESA", "OutputBank", "SAF", "trajectory_kl"],
     ".sam": ["SAM", "grad_norm", "sam_loss", "sam_perturbation"],
