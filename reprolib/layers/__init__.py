@@ -2,6 +2,9 @@
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
-_EXPORTS = exports_of({".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"]})
+_EXPORTS = exports_of({
+    ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
+    ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
+})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
