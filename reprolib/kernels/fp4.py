@@ -53,7 +53,8 @@ def e2m1_round(y: Tensor, stochastic: bool = False, generator: torch.Generator |
     step = torch.where(a < 2, 0.5, torch.where(a < 4, 1.0, 2.0))   # grid spacing on [0, 2), [2, 4), [4, 6]
     k = a / step
     if stochastic:   # floor(k + u), u ~ U[0, 1): up with probability k - floor(k)
-        k = torch.floor(k + torch.rand(k.shape, generator=generator, device=k.device, dtype=k.dtype))
+        u = torch.rand_like(k) if generator is None else torch.rand(k.shape, generator=generator, device=k.device)
+        k = torch.floor(k + u)
     else:
         k = torch.round(k)   # half to even; a tie's even neighbour is the grid value with mantissa 0
     return torch.copysign(k * step, y)

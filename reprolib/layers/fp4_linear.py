@@ -46,7 +46,7 @@ def fprop(x: Tensor, w: Tensor, r: FP4Recipe, q=quantize) -> Tensor:
 def dgrad(dy: Tensor, w: Tensor, r: FP4Recipe, q=quantize) -> Tensor:
     """dx = Q_g(dy) Q_w'(W); with 2D blocks Q_w' is Fprop's Q_w, else W^T quantised along out_features."""
     w_q = q(w, r.fmt, True) if r.weight_2d else q(w.t().contiguous(), r.fmt).t()
-    return q(dy, r.fmt, stochastic=r.stochastic_grad) @ w_q
+    return q(dy.contiguous(), r.fmt, stochastic=r.stochastic_grad) @ w_q
 
 
 def wgrad(dy: Tensor, x: Tensor, r: FP4Recipe, q=quantize) -> Tensor:
@@ -60,6 +60,7 @@ def wgrad(dy: Tensor, x: Tensor, r: FP4Recipe, q=quantize) -> Tensor:
 class _FP4Matmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, recipe, q):
+        x, w = x.detach(), w.detach()   # one requires_grad state for the compiled quantiser
         ctx.save_for_backward(x, w)
         ctx.recipe, ctx.q = recipe, q
         return fprop(x, w, recipe, q)

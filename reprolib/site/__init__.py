@@ -37,6 +37,9 @@ THEMES = {
                                 "minima; Hessians aligned across domains."),
     "normalization-and-lipschitz": ("Normalization and Lipschitz control", "Keeping a network's layers in range: "
                                     "spectral reparameterisation, normalisation layers and attention entropy."),
+    "quantization-and-precision": ("Quantization and precision", "Training and compressing networks in few bits: "
+                                   "block-scaled 4-bit formats, stochastic rounding, Hadamard transforms, and which "
+                                   "layers must keep their precision."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -58,7 +61,10 @@ PATH = [
     ("6. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
      "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
-    ("7. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
+    ("7. Training in four bits", "Block-scaled FP4 formats (NVFP4, MXFP4) in all three GEMMs of a linear layer; "
+     "stochastic rounding, random Hadamard transforms and high-precision layers, and which of them matter.",
+     "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats.", ["nvfp4_pretraining_recipe"]),
+    ("8. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
 
