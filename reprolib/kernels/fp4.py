@@ -5,31 +5,31 @@ Engine implements the recipe (its pure-PyTorch NVFP4 reference quantiser is the 
 Every function quantises and dequantises in float32, so an FP4 GEMM becomes an ordinary matmul of
 dequantised operands: the numerics are emulated exactly, the speed of FP4 tensor cores is not.
 
-E2M1 (1 sign, 2 exponent, 1 mantissa bit) holds 0, +-0.5, +-1, +-1.5, +-2, +-3, +-4, +-6 (Sec. 2). A value
-y in units of its block's scale is rounded to it, saturating at +-6:
+E2M1 (1 sign, 2 exponent, 1 mantissa bit) holds 0, +-0.5, +-1, +-1.5, +-2, +-3, +-4, +-6 (the paper's
+format section). A value y in units of its block's scale is rounded to it, saturating at +-6:
 
     round to nearest, ties to even      0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4, 5 -> 4
-    stochastic (gradients, Sec. 4)      up to the next grid value with probability (|y| - lo) / (hi - lo),
+    stochastic (gradients; recipe)      up to the next grid value with probability (|y| - lo) / (hi - lo),
                                         so that E[q] = y for |y| <= 6
 
-NVFP4 (Sec. 2 and App. B): blocks of 16 consecutive elements along the GEMM's reduction dimension (the
-last dim here) share a scale stored in FP8 E4M3, and one FP32 scale per tensor maps the block scales
-into E4M3's range:
+NVFP4 (the format section, and the quantisation procedure in the appendix): blocks of 16 consecutive
+elements along the GEMM's reduction dimension (the last dim here) share a scale stored in FP8 E4M3, and
+one FP32 scale per tensor maps the block scales into E4M3's range:
 
     s_enc   = 6 * 448 / amax(x)                      global encode scale (E2M1 max x E4M3 max)
     s_dec_b = e4m3(amax_b / 6 * s_enc)               block decode scale, rounded to E4M3 (ties to even)
     q       = e2m1(x * s_enc / s_dec_b)              the 4-bit value
     x_hat   = q * s_dec_b / s_enc                    what the GEMM multiplies (decode scales applied)
 
-MXFP4 (OCP Microscaling v1.0, the paper's Sec. 5 comparison): blocks of 32 share a power-of-two (E8M0)
-scale, no per-tensor scale. The exponent is rounded up, s_b = 2^ceil(log2(amax_b / 6)), so that no element
+MXFP4 (OCP Microscaling v1.0; the paper compares the two formats): blocks of 32 share a power-of-two
+(E8M0) scale, no per-tensor scale. The exponent is rounded up, s_b = 2^ceil(log2(amax_b / 6)), so that no element
 saturates (as Transformer Engine's reference and cuBLAS's MX block quantisation do);
 `scale_rounding="floor"` is the OCP specification's s_b = 2^(floor(log2 amax_b) - 2).
 
-2D blocks (weights, Sec. 4): a 16 x 16 tile (32 x 32 for MXFP4) shares one scale, so W and W^T quantise
+2D blocks (weights; recipe): a 16 x 16 tile (32 x 32 for MXFP4) shares one scale, so W and W^T quantise
 to transposes of each other and the forward and backward passes see the same weights.
 
-Random Hadamard transform (Wgrad inputs, Sec. 4): each block of 16 along the last dim is multiplied by
+Random Hadamard transform (Wgrad inputs; recipe): each block of 16 along the last dim is multiplied by
 the orthonormal T = diag(s) H_16 / 4, with H_16 the Sylvester-Hadamard matrix and s a random sign vector
 drawn once from a fixed seed. Applied to both operands along the reduction dimension it leaves the
 exact product unchanged, (A T)(B T)^T = A B^T, while spreading a block's outlier over its 16 entries.

@@ -1,8 +1,8 @@
 """Linear layers whose three GEMMs run in FP4: the NVFP4 pretraining recipe, emulated on any device.
 
-NVIDIA, "Pretraining Large Language Models with NVFP4", 2025, arXiv 2509.25149 (Sec. 4, the quantised
-linear layer); reprolib/kernels/fp4.py holds the formats. A linear layer y = x W^T runs three GEMMs, and
-every GEMM input is quantised along that GEMM's reduction dimension:
+NVIDIA, "Pretraining Large Language Models with NVFP4", 2025, arXiv 2509.25149 (its training methodology:
+the quantised linear layer); reprolib/kernels/fp4.py holds the formats. A linear layer y = x W^T runs
+three GEMMs, and every GEMM input is quantised along that GEMM's reduction dimension:
 
     Fprop   y  = Q(x) Q_w(W)^T                    reduces over in_features
     Dgrad   dx = Q_g(dy) Q_w'(W)                  reduces over out_features: W^T quantised along them
@@ -94,7 +94,8 @@ class FP4Linear(nn.Linear):
         return f"{super().extra_repr()}, recipe={self.recipe}"
 
 
-def fp4_linears(model: nn.Module, recipe: FP4Recipe = FP4Recipe(), keep=("lm_head",), compile: bool = False) -> list[str]:
+def fp4_linears(model: nn.Module, recipe: FP4Recipe = FP4Recipe(), keep=("lm_head",),
+                compile: bool = False) -> list[str]:
     """Swap every nn.Linear of `model` for an FP4Linear holding the same Parameter objects, in place, except
     the modules named in `keep` and everything inside them ("lm_head", "blocks.3": the recipe's
     high-precision layers). Returns the names of the swapped layers."""
