@@ -4,6 +4,8 @@ from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
     ".fake_quant": ["FakeQuantLinear", "quantize_activation", "quantize_linears", "quantize_weight", "ste"],
+    ".fp4": ["e2m1_round", "e4m3_round", "hadamard", "mxfp4_quantize", "nvfp4_quantize", "random_hadamard",
+             "rht_matrix"],
     ".graphs": ["CapturedCall"],
     ".newton_schulz": ["NS5_COEFFICIENTS", "newton_schulz", "newton_schulz_many"],
 })

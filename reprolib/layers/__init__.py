@@ -3,6 +3,7 @@ Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
     ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
                          "set_plan"],
     ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],

@@ -37,9 +37,9 @@ THEMES = {
                                 "minima; Hessians aligned across domains."),
     "normalization-and-lipschitz": ("Normalization and Lipschitz control", "Keeping a network's layers in range: "
                                     "spectral reparameterisation, normalisation layers and attention entropy."),
-    "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: simulated low-precision "
-                                   "matrix products, which layers can afford them, and recipes that keep "
-                                   "low-bit training on track."),
+    "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
+                                   "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
+                                   "matrix products, and which layers can afford them."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -61,9 +61,11 @@ PATH = [
     ("6. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
      "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
-    ("7. Training in fewer bits", "Simulated 8- and 4-bit matrix products; estimating what each layer's precision "
-     "costs in loss and choosing precisions under a FLOP budget with an integer program.",
-     "Stage 2 (4-bit training); Taylor expansions, integer linear programs.", ["snip_mixed_precision_ilp"]),
+    ("7. Training in fewer bits", "Block-scaled FP4 formats (NVFP4, MXFP4) in all three GEMMs of a linear layer: "
+     "stochastic rounding, random Hadamard transforms, high-precision layers, and which of them matter; then "
+     "estimating what each layer's precision costs in loss and choosing precisions under a FLOP budget with an "
+     "integer program.", "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, "
+     "integer linear programs.", ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
     ("8. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
