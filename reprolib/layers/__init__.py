@@ -1,7 +1,9 @@
-"""Layers: drop-in replacements for torch.nn building blocks.
+"""Layers: drop-in replacements for torch.nn building blocks (sigmaReparam linear layers; SeeDNorm
+and DyT norm layers), each with a function that swaps them into a built model in place.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
-_EXPORTS = exports_of({".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"]})
+_EXPORTS = exports_of({".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
+                       ".norms": ["DyT", "ScaledEmbedding", "SeeDNorm", "dyt_norms", "seednorm_norms"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
