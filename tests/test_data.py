@@ -11,7 +11,7 @@ import torch
 
 from reprolib.data import (FASHION_CLASSES, SeedBatches, TokenCorpus, digits, fashion_mnist, lm_batch, lm_eval_batches,
                            markov_language, markov_model, shakespeare, shakespeare_heldout, zipf_pcfg)
-from reprolib.data import images, synthetic, text
+from reprolib.data import images, plays, synthetic, text
 
 
 def _best_time(fn, limit, tries=2):
@@ -183,7 +183,7 @@ def test_shakespeare_heldout_genre_is_unseen_and_plays_split_within():
     whole = shakespeare(0.0, select_frac=0)   # every play, same vocabulary
     assert c.vocab_size == whole.vocab_size and len(seen) + len(shifted) == whole.info["n_chars"]
     # each in-distribution play is cut at its own 85% and 90%: Hamlet opens training and closes validation
-    hamlet = next(t for g, n, t in text._load_plays() if n == "hamlet")
+    hamlet = next(t for g, n, t in plays._load_plays() if n == "hamlet")
     a, b = round(len(hamlet) * 0.85), round(len(hamlet) * 0.9)
     train, sel, val = (c.decode(x) for x in (c.train, c.select, c.val))
     assert hamlet[:a] in train and hamlet[a:b] in sel and hamlet[b:] in val and hamlet[a:a + 200] not in train
