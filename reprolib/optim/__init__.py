@@ -17,6 +17,7 @@ _EXPORTS = exports_of({
     ".auon": ["AuON", "auon_update"],
     ".conda": ["Conda", "conda_basis", "conda_update"],
     ".grad_noise": ["GradientNoise", "add_gradient_noise", "noise_std"],
+    ".groups": ["weight_decay_groups"],
     ".lion": ["Lion", "lion_update"],
     ".muon": ["LR_SCALES", "Muon", "is_hidden_matrix", "muon_lr_scale", "muon_param_groups", "muon_update"],
     ".normuon": ["NorMuon", "normuon_update"],
