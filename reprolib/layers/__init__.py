@@ -1,5 +1,6 @@
 """Layers: drop-in replacements for torch.nn building blocks (sigmaReparam linear layers; SeeDNorm
-and DyT norm layers), each with a function that swaps them into a built model in place.
+and DyT norm layers; simulated low-precision linear layers: NVFP4/MXFP4 and per-layer mixed
+precision), each with a function that swaps them into a built model in place.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
