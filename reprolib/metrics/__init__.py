@@ -9,6 +9,8 @@ _EXPORTS = exports_of({
                    "top_hessian_eigenvalue"],
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
+    ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
+                   "shared_bound_grid"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],
