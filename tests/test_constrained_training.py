@@ -134,9 +134,9 @@ def test_muon_with_soft_cap_keeps_every_layer_under_w_max():
                 assert (rms_operator_norm(W) <= torch.as_tensor(w_max) * (1 + 1e-9)).all()
 
 
-@pytest.mark.parametrize("iters,slack", [(300, 1e-6), (16, 0.05)])
+@pytest.mark.parametrize("iters,slack", [(300, 1e-4), (16, 0.05)])
 def test_spectral_normalize_in_training_holds_the_cap_to_power_iteration_accuracy(iters, slack):
-    """Converged power iteration: the cap holds exactly; the official 16 iterations from a random start
+    """Near-converged power iteration (300 steps): the cap holds to 1e-4; the official 16 from a random start
     can fall short of sigma_1 and leave the norm a little above w_max (never below the true rescale)."""
     params = stack(R=2, seed=2)
     opt = ConstrainedOptimizer(params, lr=0.5, project="spec_normalize", w_max=[0.5, 1.0], power_iters=iters,
