@@ -243,5 +243,9 @@ def test_shared_grid_and_gap():
     assert shared_bound_grid([[0.1, 0.5], [1.0, 2.0]]).size == 0
     seeds_a = np.array([[[1.0, 0.6], [10.0, 0.9]]] * 2)          # [seed, run, (bound, acc)]
     seeds_b = np.array([[[1.0, 0.5], [10.0, 0.7]]] * 2)
-    gap = frontier_gap(seeds_a[..., 0], seeds_a[..., 1], seeds_b[..., 0], seeds_b[..., 1], [1.0, 5.0, 10.0])
+    gap = frontier_gap(seeds_a[..., 0], seeds_a[..., 1], [(seeds_b[..., 0], seeds_b[..., 1])], [1.0, 5.0, 10.0])
     assert np.allclose(gap, [(0.1 + 0.1 + 0.2) / 3] * 2)
+    seeds_c = np.array([[[1.0, 0.65], [10.0, 0.6]]] * 2)         # above a's frontier at B < 10, below at 10
+    env = frontier_gap(seeds_a[..., 0], seeds_a[..., 1], [(seeds_b[..., 0], seeds_b[..., 1]),
+                                                           (seeds_c[..., 0], seeds_c[..., 1])], [1.0, 5.0, 10.0])
+    assert np.allclose(env, [(-0.05 - 0.05 + 0.2) / 3] * 2)

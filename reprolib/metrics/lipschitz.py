@@ -19,7 +19,8 @@ x_i) is a lower bound of it: local_lipschitz <= true constant <= lipschitz_bound
 
 Trade-off. A method's Pareto frontier is F(B) = the best accuracy among its runs whose bound is <= B
 (pareto_frontier). Two methods compare on a log-spaced grid of B inside the range every run set
-covers (shared_bound_grid): frontier_gap is the mean over that grid of F_a(B) - F_b(B).
+covers (shared_bound_grid): frontier_gap is the mean over that grid of F_a(B) - F_b(B), or of F_a(B)
+minus the best of several frontiers at each B (their upper envelope).
 """
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def shared_bound_grid(bound_sets, n: int = 20) -> np.ndarray:
     return np.geomspace(lo, hi, n)
 
 
-def frontier_gap(bounds_a, values_a, bounds_b, values_b, grid) -> np.ndarray:
-    """Mean over the grid of F_a(B) - F_b(B); leading dims (e.g. seeds) are kept: [..., J] -> [...]."""
-    return np.mean(pareto_frontier(bounds_a, values_a, grid) - pareto_frontier(bounds_b, values_b, grid), axis=-1)
+def frontier_gap(bounds, values, others, grid) -> np.ndarray:
+    """Mean over the grid of F(B) minus the envelope max_k F_k(B) of the other run sets, others =
+    [(bounds_k, values_k), ...] (one set: a plain frontier difference). Leading dims (e.g. seeds) are
+    kept: [..., J] -> [...]."""
+    envelope = np.max([pareto_frontier(b, v, grid) for b, v in others], axis=0)
+    return np.mean(pareto_frontier(bounds, values, grid) - envelope, axis=-1)
