@@ -57,6 +57,13 @@ class ConstrainedOptimizer(torch.optim.Optimizer):
         self.method, self.R, self.power_iters, self.generator = method, R, power_iters, generator
         self.target_norm = 1.0 / len(params) if target_norm is None else target_norm
         self.rows = {m: [r for r in range(R) if project[r] == m] for m in dict.fromkeys(project)}
+        self._indices = {}
+
+    def _index(self, method: str, device) -> torch.Tensor:
+        key = (method, str(device))
+        if key not in self._indices:                            # built once: no host-to-device copy per step
+            self._indices[key] = torch.as_tensor(self.rows[method], device=device)
+        return self._indices[key]
 
     def _per_run(self, x) -> np.ndarray:
         return np.broadcast_to(np.asarray(x, dtype=np.float64), (self.R,))
@@ -94,7 +101,7 @@ class ConstrainedOptimizer(torch.optim.Optimizer):
         for method, rows in self.rows.items():
             if method == "none":
                 continue
-            idx = slice(None) if len(rows) == self.R else torch.as_tensor(rows, device=p.device)
+            idx = slice(None) if len(rows) == self.R else self._index(method, p.device)
             alpha = soft_cap_coupling(w_max[rows], wd_eff[rows], eta_rms[rows]) if method == "soft_cap" else None
             W = p[idx]
             W = project_rms(W, method, torch.as_tensor(w_max[rows], dtype=p.dtype, device=p.device),
