@@ -54,7 +54,8 @@ PATH = [
      "Stage 3; Hessian-vector products.", ["muon_adam_nds_curvature", "softmax_ghosts_step_radius",
                                            "saf_trajectory_sharpness", "hessian_alignment_cmnist"]),
     ("5. Keeping layers in range", "Attention entropy collapse and a spectral reparameterisation that prevents "
-     "it.", "Stage 4; power iteration, softmax attention.", ["sigma_reparam_entropy"]),
+     "it; certified Lipschitz bounds from weight constraints applied after each optimizer step.",
+     "Stage 4; power iteration, softmax attention.", ["sigma_reparam_entropy", "lipschitz_muon_softcap"]),
     ("6. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
      "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
