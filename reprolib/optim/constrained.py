@@ -21,7 +21,8 @@ default here: 1 / number of matrices). Defaults are the official example configs
 Stacks. Each parameter is a stack [R, fan_out, fan_in] of R independent runs trained side by side.
 lr, wd and w_max are numbers or length-R sequences (one per run), and `project` a method name or one
 per run; the training loop's schedule multiplies lr (a numpy array) each step. Everything per run is
-elementwise or batched over R, so a stacked run equals R separate runs.
+elementwise or batched over R, so a stacked run equals R separate runs (up to the random starts of the
+power iterations, drawn for the whole stack from one generator).
 """
 from __future__ import annotations
 
