@@ -181,6 +181,16 @@ def test_soft_cap_keeps_a_stepped_weight_under_w_max(w_max, eta):
         assert torch.linalg.matrix_norm(out, 2).item() <= w_max * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("w_max,eta,over", [(0.5, 0.3, 0.054), (1.0, 0.6, 0.054), (0.5, 0.6, 0.269)])
+def test_soft_cap_guarantee_lapses_when_the_step_is_large_next_to_the_cap(w_max, eta, over):
+    """alpha k^2 > 1/3: the map is no longer increasing on [0, k] and its hump passes w_max."""
+    alpha = soft_cap_coupling(w_max, 0.0, eta)
+    k = w_max + eta
+    assert alpha * k ** 2 > 1 / 3
+    s = np.linspace(0, k, 200001)
+    assert soft_cap_map(s, alpha).max() / w_max - 1 == pytest.approx(over, abs=2e-3)
+
+
 @pytest.mark.parametrize("method", ["spec_normalize", "svd_clip"])
 def test_project_rms_caps_the_rms_operator_norm(method):
     W = torch.randn(3, 16, 64, dtype=torch.float64) * 2

@@ -78,7 +78,7 @@ class ConstrainedOptimizer(torch.optim.Optimizer):
         tn = self.target_norm
         for group in self.param_groups:
             lr, wd, w_max = (self._per_run(group[k]) for k in ("lr", "wd", "w_max"))
-            eta = lr * tn                                              # max_update_norm
+            eta = lr * tn                                          # the official max_update_norm
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -87,23 +87,24 @@ class ConstrainedOptimizer(torch.optim.Optimizer):
                     state["m"] = torch.zeros_like(p)
                     if self.method == "adam":
                         state["v"] = torch.zeros_like(p)
-                state["m"].lerp_(p.grad, 1 - group["beta1"])
+                state["m"].lerp_(p.grad, 1 - group["beta1"])                   # M <- b1 M + (1 - b1) G
                 if self.method == "muon":
-                    D = newton_schulz_schedule(state["m"]) * (scale * tn)
+                    D = newton_schulz_schedule(state["m"]) * (scale * tn)       # D = NS6(M) sqrt(fo / fi) tn
                 else:
                     state["v"].mul_(group["beta2"]).addcmul_(p.grad, p.grad, value=1 - group["beta2"])
-                    D = state["m"] / (state["v"].sqrt() + 1e-12)
+                    D = state["m"] / (state["v"].sqrt() + 1e-12)                # D = m / (sqrt(v) + 1e-12)
                 per_run = torch.as_tensor(np.stack([1 - wd * eta, lr]), dtype=p.dtype).to(p.device, non_blocking=True)
-                p.mul_(per_run[0, :, None, None]).sub_(per_run[1, :, None, None] * D)      # decay, then step
-                self._project(p, scale, w_max, wd * eta, eta / scale)
+                p.mul_(per_run[0, :, None, None]).sub_(per_run[1, :, None, None] * D)   # W <- W (1 - wd lr tn) - lr D
+                # official Linear.project: the coupling gets wd lr tn and lr tn / sqrt(fo / fi)
+                self._project(p, w_max, wd * eta, eta / scale)
         return loss
 
-    def _project(self, p, scale, w_max, wd_eff, eta_rms):
+    def _project(self, p, w_max, wd_eff, eta_coupled):
         for method, rows in self.rows.items():
             if method == "none":
                 continue
             idx = slice(None) if len(rows) == self.R else self._index(method, p.device)
-            alpha = soft_cap_coupling(w_max[rows], wd_eff[rows], eta_rms[rows]) if method == "soft_cap" else None
+            alpha = soft_cap_coupling(w_max[rows], wd_eff[rows], eta_coupled[rows]) if method == "soft_cap" else None
             W = p[idx]
             W = project_rms(W, method, torch.as_tensor(w_max[rows], dtype=p.dtype, device=p.device),
                             None if alpha is None else torch.as_tensor(alpha, dtype=p.dtype, device=p.device),

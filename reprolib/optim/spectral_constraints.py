@@ -20,8 +20,10 @@ non-negative real root of
 
     soft_cap_map(k, alpha) - w_max = -k^9 alpha^4 + 3 k^7 alpha^3 - 3 k^5 alpha^2 + (k - w_max) = 0,
 
-so the cap sends k back to w_max, and, the map being increasing on [0, k], every s back into [0, w_max].
-As in the official code alpha is min(1, that root), and 1 when there is none: then the guarantee is void.
+so the cap sends k back to w_max, and, where the map increases on all of [0, k] (alpha k^2 <= 1/3), every
+s back into [0, w_max]. That holds while the step is small next to the cap, eta <= 0.31 w_max; beyond, the
+map's hump between 0 and k exceeds w_max (by 5% at eta = 0.6 w_max). As in the official code alpha is min(1, that root), and 1 when there is none: then the guarantee
+is void.
 There is none when the decay outweighs the step (k < w_max: the quartic is negative for every alpha;
 the official configs pair the soft cap with wd = 0), and none below 1 when w_max is small: the root grows
 like 1 / w_max^2 and passes 1 near w_max = 0.3-0.45 for eta between 0.01 and 0.3.
