@@ -8,6 +8,7 @@ _EXPORTS = exports_of({
              "rht_matrix"],
     ".graphs": ["CapturedCall"],
     ".newton_schulz": ["NS5_COEFFICIENTS", "newton_schulz", "newton_schulz_many"],
+    ".newton_schulz_schedule": ["NS6_SCHEDULE", "newton_schulz_schedule"],
 })
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -9,6 +9,8 @@ _EXPORTS = exports_of({
                    "top_hessian_eigenvalue"],
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
+    ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
+                   "shared_bound_grid"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
     ".precision_divergence": ["adam_v_hat", "capture_gemm_operands", "divergence_table", "loss_divergence",
                               "measured_loss_divergence", "weight_divergence"],

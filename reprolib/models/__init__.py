@@ -3,6 +3,6 @@ Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply_rope", "rope_tables"],
-                       ".mlp": ["MLP"], ".vit": ["TinyViT"]})
+                       ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
