@@ -4,6 +4,7 @@ Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".activation_stats": ["LayerStats", "batch_std"],
     ".attention": ["attention_entropy", "attention_logits", "entropy_lower_bound", "head_stats", "row_logit_norm"],
     ".curvature": ["block_quadratic_forms", "directional_sharpness", "hvp", "quadratic_form", "taylor_terms",
                    "top_hessian_eigenvalue"],
@@ -20,6 +21,7 @@ _EXPORTS = exports_of({
                         "partition_radius", "random_direction", "softmax_radius", "taylor_partial_sums",
                         "unit_direction"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
+    ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
 })
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
