@@ -40,6 +40,10 @@ THEMES = {
     "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
                                    "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
                                    "matrix products, and which layers can afford them."),
+    "training-dynamics-and-generalization": ("Training dynamics and generalization", "How the course of training "
+                                             "shapes what a network generalises to: warm starts and re-initialisation "
+                                             "when data arrive over time, and what training itself reveals about "
+                                             "test performance."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -66,7 +70,11 @@ PATH = [
      "estimating what each layer's precision costs in loss and choosing precisions under a FLOP budget with an "
      "integer program.", "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, "
      "integer linear programs.", ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
-    ("8. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
+    ("8. Training dynamics and generalization", "Why a network warm-started from its previous solution generalises "
+     "worse than a fresh one trained on the same data, and how shrinking and perturbing the weights before each "
+     "round restores it; training to a stopping criterion and counting its cost in epochs.",
+     "Stage 2 (Adam, learning-rate tuning); training, validation and test splits.", ["warm_start_shrink_perturb"]),
+    ("9. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
 
