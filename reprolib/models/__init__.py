@@ -1,8 +1,10 @@
-"""Models: one configurable small GPT, an MLP, a small CNN and a tiny ViT.
+"""Models: one configurable small GPT, an MLP, a small CNN and a tiny ViT; a stack of R copies of one
+architecture trained as one model; re-initialisation (fresh draws, shrink-and-perturb).
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply_rope", "rope_tables"],
-                       ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"]})
+                       ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"],
+                       ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -20,6 +20,7 @@ _EXPORTS = exports_of({
     ".grad_noise": ["GradientNoise", "add_gradient_noise", "noise_std"],
     ".groups": ["weight_decay_groups"],
     ".lion": ["Lion", "lion_update"],
+    ".member_step": ["member_step"],
     ".muon": ["LR_SCALES", "Muon", "is_hidden_matrix", "muon_lr_scale", "muon_param_groups", "muon_update"],
     ".normuon": ["NorMuon", "normuon_update"],
     ".precision_ilp": ["random_plan", "solve_precision_ilp"],

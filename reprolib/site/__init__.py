@@ -40,10 +40,10 @@ THEMES = {
     "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
                                    "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
                                    "matrix products, and which layers can afford them."),
-    "training-dynamics-and-generalization": ("Training dynamics and generalization", "How a network changes over a "
-                                             "training run and what that says about generalisation: when learning "
-                                             "stops, memorisation and overconfidence, and training past the usual "
-                                             "stopping point."),
+    "training-dynamics-and-generalization": ("Training dynamics and generalization", "How the course of training "
+                                             "shapes what a network generalises to: warm starts and "
+                                             "re-initialisation when data arrive over time, when learning stops, "
+                                             "and what training itself reveals about test performance."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -73,10 +73,12 @@ PATH = [
      "estimating what each layer's precision costs in loss and choosing precisions under a FLOP budget with an "
      "integer program.", "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, "
      "integer linear programs.", ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
-    ("8. When does a network stop learning?", "Reading a training run from the inside: per-layer activation "
-     "statistics collected by forward hooks, a stopping rule that needs no validation data, and what it saves "
-     "against a fixed budget and against validation early stopping.", "Stage 1; convolutional networks, "
-     "learning-rate schedules.", ["cnn_stop_learning_rule"]),
+    ("8. Training dynamics and generalization", "Why a network warm-started from its previous solution generalises "
+     "worse than a fresh one trained on the same data, and how shrinking and perturbing the weights before each "
+     "round restores it; reading a run from the inside (per-layer activation statistics from forward hooks) for a "
+     "stopping rule that needs no validation data.",
+     "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; training, validation "
+     "and test splits.", ["warm_start_shrink_perturb", "cnn_stop_learning_rule"]),
     ("9. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
