@@ -1,5 +1,6 @@
-"""Models: one configurable small GPT, an MLP, a small CNN and a tiny ViT; a stack of R copies of one
-architecture trained as one model; re-initialisation (fresh draws, shrink-and-perturb).
+"""Models: one configurable small GPT, an MLP, a small CNN and a tiny ViT; stacks trained as one model
+(ModelStack: R copies of any architecture through vmap; StackedMLP: a bias-free MLP with a leading
+stack dimension); re-initialisation (fresh draws, shrink-and-perturb).
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
