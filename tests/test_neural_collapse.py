@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprolib.metrics import (class_means, collapse_metrics, covariances, nc1, nc1_trace_ratio,
+from reprolib.metrics import (class_means, collapse_metrics, covariance_traces, covariances, nc1, nc1_trace_ratio,
                               nc2_etf_distance, nc3_self_duality)
 
 
@@ -48,13 +48,15 @@ def test_isotropic_spread_around_an_etf(K, d, r, a):
     Sw, Sb = covariances(x, y)
     assert torch.allclose(Sw, s2 * torch.eye(d, dtype=torch.float64), atol=1e-12)
     assert float(torch.trace(Sb)) == pytest.approx(r * r, rel=1e-12)
+    tr_w, tr_b = covariance_traces(x, y)
+    assert float(tr_w) == pytest.approx(a * a, rel=1e-12) and float(tr_b) == pytest.approx(r * r, rel=1e-12)
 
 
 def test_nc1_matches_the_pseudoinverse_formula_and_ignores_the_offset():
     gen = torch.Generator().manual_seed(0)
     K, d, n = 6, 20, 30
-    x = torch.randn(K * n, d, generator=gen, dtype=torch.float64) + 2 * torch.randn(K, d, generator=gen,
-                                                                                    dtype=torch.float64).repeat_interleave(n, 0)
+    means = 2 * torch.randn(K, d, generator=gen, dtype=torch.float64)
+    x = torch.randn(K * n, d, generator=gen, dtype=torch.float64) + means.repeat_interleave(n, 0)
     y = torch.arange(K).repeat_interleave(n)
     Sw, Sb = covariances(x, y)
     direct = float(torch.trace(Sw @ torch.linalg.pinv(Sb, hermitian=True))) / K

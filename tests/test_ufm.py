@@ -75,6 +75,12 @@ def test_theorem_3_1_along_the_central_path(lam_H):
     assert np.all(np.diff(np.exp(2 * lam_H * t) * tr_w) <= 1e-15)      # non-increasing
     assert np.all(np.diff(np.exp(2 * lam_H * t) * tr_b) > 0)           # strictly increasing
     assert ratio[-1] < 0.5 * ratio[0]
+    # two flows integrated as one batch give the same paths
+    H1 = noisy_features(d, K, n, 9)
+    H1 = H1 / H1.square().mean(1).sum().sqrt()
+    _, both = ufm.central_path_flow(torch.stack([H0, H1]), Y, 0.01, lam_H, n, dt, 20)
+    _, alone = ufm.central_path_flow(H1, Y, 0.01, lam_H, n, dt, 20)
+    assert torch.allclose(both[-1][1], alone[-1], atol=1e-12)
 
 
 def test_collapsed_minimizer_theorem_2_1_and_corollary_2_2():

@@ -23,8 +23,8 @@ import math
 
 import torch
 
-__all__ = ["class_means", "covariances", "nc1", "nc1_trace_ratio", "nc2_etf_distance", "nc3_self_duality",
-           "collapse_metrics"]
+__all__ = ["class_means", "covariances", "covariance_traces", "nc1", "nc1_trace_ratio", "nc2_etf_distance",
+           "nc3_self_duality", "collapse_metrics"]
 
 
 def _prepare(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None):
@@ -58,6 +58,12 @@ def covariances(features: torch.Tensor, labels: torch.Tensor, n_classes: int | N
     return resid.mT @ resid / resid.shape[-2], M.mT @ M / K
 
 
+def covariance_traces(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None):
+    """(Tr Sigma_W, Tr Sigma_B), each [...], without forming d x d matrices."""
+    resid, M, K = _parts(features, labels, n_classes)
+    return resid.square().sum((-2, -1)) / resid.shape[-2], M.square().sum((-2, -1)) / K
+
+
 def nc1(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
     """Tr(Sigma_W Sigma_B^+) / K. Sigma_B = V S^2 V^T / K from the SVD of M (at most K - 1 non-zero
     singular values, cut as torch.linalg.pinv does: below max(K, d) * eps * the largest), so
@@ -72,8 +78,8 @@ def nc1(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = No
 
 def nc1_trace_ratio(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
     """Tr(Sigma_W) / Tr(Sigma_B): eq. 3, the quantity Theorem 3.1 shows decreasing."""
-    resid, M, K = _parts(features, labels, n_classes)
-    return (resid.square().sum((-2, -1)) / resid.shape[-2]) / (M.square().sum((-2, -1)) / K)
+    tr_w, tr_b = covariance_traces(features, labels, n_classes)
+    return tr_w / tr_b
 
 
 def nc2_etf_distance(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:

@@ -52,7 +52,8 @@ class Stacked(nn.Module):
         super().__init__()
         params, buffers = stack_module_state(nets)
         self.names = list(params)
-        self.stacked = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone()) for k, v in params.items()})
+        self.stacked = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())
+                                         for k, v in params.items()})
         self.buffer_names = list(buffers)
         for k, v in buffers.items():
             self.register_buffer("buf__" + k.replace(".", "__"), v.clone())

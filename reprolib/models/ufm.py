@@ -26,7 +26,7 @@ import math
 import torch
 
 __all__ = ["targets", "optimal_classifier", "reduced_loss", "objective", "central_path_velocity",
-           "central_path_flow", "vicinity_minimizer", "collapsed_minimizer", "perturbation_operator",
+           "central_path_flow", "features_given_classifier", "vicinity_minimizer", "collapsed_minimizer", "perturbation_operator",
            "perturbation_operator_large_beta", "theorem42_singular_values", "within_class_attenuation"]
 
 
@@ -37,9 +37,9 @@ def targets(K: int, n: int, dtype=torch.float64, device=None) -> torch.Tensor:
 
 def optimal_classifier(H: torch.Tensor, Y: torch.Tensor, lam_W: float, n: int) -> torch.Tensor:
     """W*(H) = Y H^T (H H^T + n lam_W I_d)^{-1}: the minimizer of eq. 2 over W (Section 3)."""
-    d = H.shape[0]
-    A = H @ H.T + n * lam_W * torch.eye(d, dtype=H.dtype, device=H.device)
-    return torch.linalg.solve(A, H @ Y.T).T      # A is symmetric
+    d = H.shape[-2]
+    A = H @ H.mT + n * lam_W * torch.eye(d, dtype=H.dtype, device=H.device)
+    return torch.linalg.solve(A, H @ Y.mT).mT    # A is symmetric
 
 
 def objective(W, H, H0, Y, lam_W: float, lam_H: float, beta: float) -> torch.Tensor:
@@ -57,13 +57,14 @@ def reduced_loss(H, Y, lam_W: float, lam_H: float, n: int) -> torch.Tensor:
 def central_path_velocity(H, Y, lam_W: float, lam_H: float, n: int) -> torch.Tensor:
     """dH/dt = -N grad L(H) = -(W*^T (W* H - Y) + lam_H H), eq. 4."""
     W = optimal_classifier(H, Y, lam_W, n)
-    return -(W.T @ (W @ H - Y) + lam_H * H)
+    return -(W.mT @ (W @ H - Y) + lam_H * H)
 
 
 def central_path_flow(H0, Y, lam_W: float, lam_H: float, n: int, dt: float, steps: int,
                       record_every: int = 1, record=None):
     """Integrate eq. 4 from H0 with classical 4th-order Runge-Kutta steps of size dt.
-    Returns (times, records): record(H) (default: H itself) at t = 0 and every `record_every` steps."""
+    Returns (times, records): record(H) (default: H itself) at t = 0 and every `record_every` steps.
+    H0 may carry leading batch dimensions [..., d, N]: independent flows, integrated together."""
     v = lambda X: central_path_velocity(X, Y, lam_W, lam_H, n)
     record = record or (lambda X: X.clone())
     H, times, records = H0, [0.0], [record(H0)]
@@ -79,27 +80,45 @@ def central_path_flow(H0, Y, lam_W: float, lam_H: float, n: int, dt: float, step
     return times, records
 
 
-def vicinity_minimizer(H0, Y, lam_W: float, lam_H: float, beta: float, n: int, tol: float = 1e-13,
-                       max_iter: int = 10_000):
-    """A minimizer of eq. 2 by exact alternating minimization from H = H0: the W-step is W*(H); the
-    H-step solves grad_H f = 0, (W^T W + (lam_H + beta) I) H = W^T Y + beta H0. f never increases.
-    Stops when ||H_new - H|| <= tol ||H||. Returns (W, H, info): info has the iterations and the
-    gradient norm ||(grad_W f, grad_H f)|| at the returned point (eq. 2's scaling)."""
-    d, N, K = H0.shape[0], H0.shape[1], Y.shape[0]
-    eye = torch.eye(d, dtype=H0.dtype, device=H0.device)
+def features_given_classifier(W, H0, Y, lam_H: float, beta: float) -> torch.Tensor:
+    """argmin_H f(W, H; H0) = (W^T W + c I)^{-1} (W^T Y + beta H0), c = lam_H + beta (grad_H f = 0), by
+    Woodbury: (W^T W + c I)^{-1} = (I - W^T (c I_K + W W^T)^{-1} W) / c, so only K x K systems are solved."""
+    c = lam_H + beta
+    B = W.T @ Y + beta * H0
+    return (B - W.T @ torch.linalg.solve(c * torch.eye(W.shape[0], dtype=W.dtype, device=W.device) + W @ W.T, W @ B)) / c
+
+
+def vicinity_minimizer(H0, Y, lam_W: float, lam_H: float, beta: float, n: int, tol: float = 1e-11,
+                       max_iter: int = 5000, patience: int = 20):
+    """A minimizer of eq. 2 by exact alternating minimization from (W*(H0), H0): the W-step is W*(H), the
+    H-step features_given_classifier(W). f never increases. Stops when the gradient norm
+    ||(grad_W f, grad_H f)|| falls to tol times its value at the start, or has not reached a new low for
+    `patience` iterations (rounding: a small start gradient cannot fall 1e-11-fold in float64).
+    Returns (W, H, info): info has the iterations and the gradient norm at the returned point and at
+    the start.
+
+    Convergence is fast when eq. 2 is convex near the solution. Directions that H0 leaves (nearly)
+    empty, such as dead ReLU units, make it non-convex unless beta is large against 1/lam_W: there
+    the minimizer grows a small collapsed structure of its own (eq. 1's solution in that subspace), and
+    the iteration leaves that saddle only slowly."""
+    N, K = H0.shape[1], Y.shape[0]
+
+    def grad_norm(W, H):
+        grad_W = (W @ H - Y) @ H.T / N + lam_W / K * W
+        grad_H = (W.T @ (W @ H - Y) + lam_H * H + beta * (H - H0)) / N
+        return math.sqrt(float(grad_W.square().sum() + grad_H.square().sum()))
+
     H = H0
-    for it in range(1, max_iter + 1):
-        W = optimal_classifier(H, Y, lam_W, n)
-        H_new = torch.linalg.solve(W.T @ W + (lam_H + beta) * eye, W.T @ Y + beta * H0)
-        change = float(torch.linalg.matrix_norm(H_new - H) / torch.linalg.matrix_norm(H).clamp_min(1e-300))
-        H = H_new
-        if change <= tol:
-            break
     W = optimal_classifier(H, Y, lam_W, n)
-    grad_W = (W @ H - Y) @ H.T / N + lam_W / K * W
-    grad_H = (W.T @ (W @ H - Y) + lam_H * H + beta * (H - H0)) / N
-    grad = math.sqrt(float(grad_W.square().sum() + grad_H.square().sum()))
-    return W, H, dict(iterations=it, grad_norm=grad, change=change)
+    start = now = best = grad_norm(W, H)
+    it = since_best = 0
+    while now > tol * start and it < max_iter and since_best < patience:
+        it += 1
+        H = features_given_classifier(W, H0, Y, lam_H, beta)
+        W = optimal_classifier(H, Y, lam_W, n)
+        now = grad_norm(W, H)
+        best, since_best = (now, 0) if now < best else (best, since_best + 1)
+    return W, H, dict(iterations=it, grad_norm=now, grad_norm_start=start)
 
 
 def collapsed_minimizer(R: torch.Tensor, n: int, lam_W: float, lam_H: float):
