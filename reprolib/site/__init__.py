@@ -40,6 +40,9 @@ THEMES = {
     "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
                                    "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
                                    "matrix products, and which layers can afford them."),
+    "training-dynamics-and-generalization": ("Training dynamics and generalization", "What training shapes beyond "
+                                             "the training loss: how far the last-layer features collapse, layer by "
+                                             "layer and under regularization, and what generalizes."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -66,7 +69,11 @@ PATH = [
      "estimating what each layer's precision costs in loss and choosing precisions under a FLOP budget with an "
      "integer program.", "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, "
      "integer linear programs.", ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
-    ("8. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
+    ("8. What training does to the features", "Neural collapse and how far from it trained features stay: a "
+     "model whose features must stay near a shallower layer's, its gradient flow and its near-collapse "
+     "perturbation theory, checked against networks trained layer by layer and under different weight decay.",
+     "Stage 1; least squares (ridge regression), eigen- and singular value decompositions.", ["nc_perturbation_model"]),
+    ("9. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
 
