@@ -111,3 +111,14 @@ def test_unbalanced_classes_and_bad_input():
     with pytest.raises(ValueError):
         nc1(x, torch.tensor([0, 1]))
     assert np.isfinite(float(nc1(x, y)))
+
+
+def test_a_diverged_run_in_a_stack_gives_nan_and_leaves_the_others_alone():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 20, 5, generator=gen, dtype=torch.float64)
+    y = torch.arange(4).repeat_interleave(5)
+    ref = collapse_metrics(x, y)
+    x[1, 3, 2] = float("nan")
+    out = collapse_metrics(x, y)
+    for k, v in out.items():
+        assert torch.isnan(v[1]) and torch.equal(v[[0, 2]], ref[k][[0, 2]]), k

@@ -69,11 +69,12 @@ def nc1(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = No
     singular values, cut as torch.linalg.pinv does: below max(K, d) * eps * the largest), so
     Tr(Sigma_W Sigma_B^+) = sum_j K / s_j^2 * ||resid v_j||^2 / N without forming a d x d matrix."""
     resid, M, K = _parts(features, labels, n_classes)
-    _, s, Vh = torch.linalg.svd(M, full_matrices=False)                       # s [..., K], Vh [..., K, d]
+    bad = ~torch.isfinite(M).all(-1).all(-1)          # a diverged run of a stack: NaN for it, not an SVD error
+    _, s, Vh = torch.linalg.svd(torch.where(bad[..., None, None], 0.0, M), full_matrices=False)   # s [..., K]
     keep = s > s[..., :1] * max(M.shape[-2:]) * torch.finfo(s.dtype).eps
     inv = torch.where(keep, K / s.clamp_min(torch.finfo(s.dtype).tiny) ** 2, torch.zeros_like(s))
     proj = (resid @ Vh.mT).square().sum(-2) / resid.shape[-2]                # v_j^T Sigma_W v_j  [..., K]
-    return (inv * proj).sum(-1) / K
+    return torch.where(bad, torch.nan, (inv * proj).sum(-1) / K)
 
 
 def nc1_trace_ratio(features: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
