@@ -26,8 +26,9 @@ import math
 import torch
 
 __all__ = ["targets", "optimal_classifier", "reduced_loss", "objective", "central_path_velocity",
-           "central_path_flow", "features_given_classifier", "vicinity_minimizer", "collapsed_minimizer", "perturbation_operator",
-           "perturbation_operator_large_beta", "theorem42_singular_values", "within_class_attenuation"]
+           "central_path_flow", "features_given_classifier", "vicinity_minimizer", "collapsed_minimizer",
+           "perturbation_operator", "perturbation_operator_large_beta", "theorem42_singular_values",
+           "within_class_attenuation"]
 
 
 def targets(K: int, n: int, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -45,7 +46,8 @@ def optimal_classifier(H: torch.Tensor, Y: torch.Tensor, lam_W: float, n: int) -
 def objective(W, H, H0, Y, lam_W: float, lam_H: float, beta: float) -> torch.Tensor:
     """f(W, H; H0), eq. 2 (eq. 1 when beta = 0)."""
     N, K = H.shape[1], Y.shape[0]
-    f = (W @ H - Y).square().sum() / (2 * N) + lam_W / (2 * K) * W.square().sum() + lam_H / (2 * N) * H.square().sum()
+    f = ((W @ H - Y).square().sum() / (2 * N) + lam_W / (2 * K) * W.square().sum()
+         + lam_H / (2 * N) * H.square().sum())
     return f + beta / (2 * N) * (H - H0).square().sum() if beta else f
 
 
@@ -63,9 +65,10 @@ def central_path_velocity(H, Y, lam_W: float, lam_H: float, n: int) -> torch.Ten
 def central_path_flow(H0, Y, lam_W: float, lam_H: float, n: int, dt: float, steps: int,
                       record_every: int = 1, record=None):
     """Integrate eq. 4 from H0 with classical 4th-order Runge-Kutta steps of size
-    h = min(dt, 1 / (||W*(H)||_2^2 + lam_H)): the velocity's Jacobian is dominated by
-    -(I (x) W*^T W* + lam_H I), whose norm ||W*||^2 + lam_H reaches 1/(4 lam_W) where H has directions
-    of little energy, and h times it must stay inside RK4's stability interval (about 2.8).
+    h = min(dt, 1 / (||W*(H)||_2^2 + lam_H)): the velocity's Jacobian contains -(I (x) W*^T W* + lam_H I),
+    whose norm ||W*||^2 + lam_H can reach 1/(4 lam_W) + lam_H where H has directions of little energy
+    (||W*||_2 <= ||Y||_2 / (2 sqrt(n lam_W))), and h times it must stay inside RK4's stability interval
+    (about 2.8 on the negative real axis).
     Returns (times, records): record(H) (default: H itself) at t = 0 and every `record_every` steps.
     H0 may carry leading batch dimensions [..., d, N]: independent flows, integrated together with the
     step of the stiffest."""
@@ -73,9 +76,9 @@ def central_path_flow(H0, Y, lam_W: float, lam_H: float, n: int, dt: float, step
     record = record or (lambda X: X.clone())
     H, t, times, records = H0, 0.0, [0.0], [record(H0)]
     for step in range(1, steps + 1):
-        stiff = float(torch.linalg.matrix_norm(optimal_classifier(H, Y, lam_W, n), 2).max()) ** 2 + lam_H
-        h = min(dt, 1.0 / stiff)
-        k1 = v(H)
+        W = optimal_classifier(H, Y, lam_W, n)
+        h = min(dt, 1.0 / (float(torch.linalg.matrix_norm(W, 2).max()) ** 2 + lam_H))
+        k1 = -(W.mT @ (W @ H - Y) + lam_H * H)          # = v(H), reusing W*(H)
         k2 = v(H + h / 2 * k1)
         k3 = v(H + h / 2 * k2)
         k4 = v(H + h * k3)
@@ -91,7 +94,8 @@ def features_given_classifier(W, H0, Y, lam_H: float, beta: float) -> torch.Tens
     Woodbury: (W^T W + c I)^{-1} = (I - W^T (c I_K + W W^T)^{-1} W) / c, so only K x K systems are solved."""
     c = lam_H + beta
     B = W.T @ Y + beta * H0
-    return (B - W.T @ torch.linalg.solve(c * torch.eye(W.shape[0], dtype=W.dtype, device=W.device) + W @ W.T, W @ B)) / c
+    small = c * torch.eye(W.shape[0], dtype=W.dtype, device=W.device) + W @ W.T       # K x K
+    return (B - W.T @ torch.linalg.solve(small, W @ B)) / c
 
 
 def vicinity_minimizer(H0, Y, lam_W: float, lam_H: float, beta: float, n: int, tol: float = 1e-11,
