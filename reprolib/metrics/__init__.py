@@ -1,5 +1,5 @@
 """Training-dynamics metrics: weight spectra, loss curvature and exact Hessians, attention entropy, the
-softmax step radius, and progress-to-target summaries.
+softmax step radius, neural collapse, and progress-to-target summaries.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
@@ -13,6 +13,8 @@ _EXPORTS = exports_of({
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
                    "shared_bound_grid"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
+    ".neural_collapse": ["class_means", "collapse_metrics", "covariance_traces", "covariances", "nc1",
+                         "nc1_trace_ratio", "nc2_etf_distance", "nc3_self_duality"],
     ".precision_divergence": ["adam_v_hat", "capture_gemm_operands", "divergence_table", "loss_divergence",
                               "measured_loss_divergence", "weight_divergence"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",

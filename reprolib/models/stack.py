@@ -8,8 +8,14 @@ it trained alone; `optim.member_step` gives each member its own learning rate (0
 
     stack = ModelStack([MLP(784, [100, 100], 10) for _ in range(R)])
     logits = stack(x)                      # x [R, B, ...] (one batch per member) -> [R, B, 10]
+    logits = stack(x, shared=True)         # x [B, ...]: the same batch for every member
+    stack.param("net.0.weight")            # a stacked parameter [R, ...] by the members' name (param groups)
     models = stack.unstack()               # R ordinary modules holding the members' current weights
+    stack.unstack(r)                       # member r alone
     stack.load(models)                     # write (edited) members back
+
+Random operations inside the call (dropout) draw differently for each member, as R separate runs
+would.
 
 Buffers are stacked too but are read-only inside the vmapped call: BatchNorm in training mode,
 which updates its running statistics in place, is not supported.
@@ -50,11 +56,19 @@ class ModelStack(nn.Module):
             return functional_call(base, (params, buffers), (xi,))
 
         params = dict(zip(self.names, self.stacked))
-        return vmap(one, in_dims=(0, 0, None if shared else 0))(params, self._buffers_dict(), x)
+        return vmap(one, in_dims=(0, 0, None if shared else 0), randomness="different")(
+            params, self._buffers_dict(), x)
+
+    def param(self, name: str) -> nn.Parameter:
+        """The stacked parameter [R, ...] that the members call `name` (e.g. 'classifier.weight')."""
+        return self.stacked[self.names.index(name)]
 
     @torch.no_grad()
-    def unstack(self) -> list[nn.Module]:
-        """The members as R ordinary modules (copies of the architecture holding member r's weights)."""
+    def unstack(self, r: int | None = None):
+        """The members as R ordinary modules (copies of the architecture holding member r's weights);
+        with r, member r alone."""
+        if r is not None:
+            return self.unstack()[r]
         device = self.stacked[0].device
         out = []
         for r in range(self.size):

@@ -40,10 +40,10 @@ THEMES = {
     "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
                                    "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
                                    "matrix products, and which layers can afford them."),
-    "training-dynamics-and-generalization": ("Training dynamics and generalization", "How the course of training "
-                                             "shapes what a network generalises to: warm starts and "
-                                             "re-initialisation when data arrive over time, when learning stops, "
-                                             "and what training itself reveals about test performance."),
+    "training-dynamics-and-generalization": ("Training dynamics and generalization", "What training shapes beyond "
+                                             "the training loss: warm starts and re-initialisation when data arrive "
+                                             "over time, when learning stops, and how far the last-layer features "
+                                             "collapse, layer by layer and under regularisation."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -76,9 +76,11 @@ PATH = [
     ("8. Training dynamics and generalization", "Why a network warm-started from its previous solution generalises "
      "worse than a fresh one trained on the same data, and how shrinking and perturbing the weights before each "
      "round restores it; reading a run from the inside (per-layer activation statistics from forward hooks) for a "
-     "stopping rule that needs no validation data.",
-     "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; training, validation "
-     "and test splits.", ["warm_start_shrink_perturb", "cnn_stop_learning_rule"]),
+     "stopping rule that needs no validation data; neural collapse, and a model of how far from it trained "
+     "features stay.",
+     "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
+     "eigen- and singular value decompositions.",
+     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model"]),
     ("9. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
