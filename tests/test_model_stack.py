@@ -61,3 +61,23 @@ def test_stack_forward_and_one_sgd_step_match_separate_networks(kind):
         for (name, p), q in zip(sep[r].named_parameters(), un.parameters()):
             assert torch.allclose(p, q, atol=1e-6), name
         assert torch.allclose(stack.param("classifier.weight")[r], sep[r].classifier.weight, atol=1e-6)
+
+
+def test_swap_modules_replaces_in_place_and_keeps_the_order():
+    """layers.swap_modules: chosen children replaced under the same key; parameters keep their order."""
+    from torch import nn as tnn
+    from reprolib.layers import is_linear, swap_modules
+    net = MLP(6, [5, 4], 3)
+    before = [id(p) for p in net.parameters()]
+
+    class Tagged(tnn.Linear):
+        pass
+
+    def make(full, child):
+        new = Tagged(child.in_features, child.out_features, device="meta")
+        new.weight, new.bias = child.weight, child.bias
+        return new
+    swapped = swap_modules(net, lambda full, m: is_linear(m) and not full.endswith("4"), make)
+    assert list(swapped) == ["net.0", "net.2"] and all(isinstance(m, Tagged) for m in swapped.values())
+    assert [id(p) for p in net.parameters()] == before
+    assert swap_modules(net, lambda full, m: is_linear(m) and not full.endswith("4"), make) == {}   # swapped once

@@ -10,6 +10,7 @@ _EXPORTS = exports_of({
                          "set_plan"],
     ".norms": ["DyT", "ScaledEmbedding", "SeeDNorm", "dyt_norms", "seednorm_norms"],
     ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
+    ".swap": ["is_linear", "swap_modules"],
 })
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

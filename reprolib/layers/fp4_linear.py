@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels.fp4 import compiled_quantize, quantize, random_hadamard
+from .swap import is_linear, swap_modules
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,8 @@ def fp4_linears(model: nn.Module, recipe: FP4Recipe = FP4Recipe(), keep=("lm_hea
     the modules named in `keep` and everything inside them ("lm_head", "blocks.3": the recipe's
     high-precision layers). Returns the names of the swapped layers."""
     kept = lambda name: any(name == k or name.startswith(k + ".") for k in keep)
-    swapped = []
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            full = f"{parent_name}.{name}" if parent_name else name
-            if type(child) is not nn.Linear or kept(full):
-                continue
-            layer = FP4Linear(child.in_features, child.out_features, child.bias is not None, recipe, compile,
-                              device="meta")
-            layer.weight, layer.bias = child.weight, child.bias
-            setattr(parent, name, layer)  # same key in _modules: parameter order is unchanged
-            swapped.append(full)
-    return swapped
+    def make(full, child):
+        layer = FP4Linear(child.in_features, child.out_features, child.bias is not None, recipe, compile, device="meta")
+        layer.weight, layer.bias = child.weight, child.bias
+        return layer
+    return list(swap_modules(model, lambda full, m: is_linear(m) and not kept(full), make))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernels.fake_quant import quantize_activation, quantize_weight
+from .swap import is_linear, swap_modules
 
 COST = {16: 1.0, 8: 0.5, 4: 0.25}   # GEMM cost relative to BF16, by bit width
 
@@ -87,17 +88,12 @@ def precision_linears(model: nn.Module, group_size: int = 256, act_topk: int = 2
     """Swap every bias-free nn.Linear of `model` whose name does not end with one of `skip` for a
     PrecisionLinear at 16 bits holding the same weight Parameter, in place (the output head stays
     BF16, as in the collection's fake-quantised training). Returns {name: layer} in model order."""
-    swapped = {}
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            full = f"{parent_name}.{name}" if parent_name else name
-            if type(child) is not nn.Linear or child.bias is not None or full.endswith(tuple(skip)):
-                continue
-            layer = PrecisionLinear(child.in_features, child.out_features, 16, group_size, act_topk, device="meta")
-            layer.weight = child.weight
-            setattr(parent, name, layer)   # same key in _modules: parameter order is unchanged
-            swapped[full] = layer
-    return swapped
+    def make(full, child):
+        layer = PrecisionLinear(child.in_features, child.out_features, 16, group_size, act_topk, device="meta")
+        layer.weight = child.weight
+        return layer
+    return swap_modules(model, lambda full, m: is_linear(m) and m.bias is None and not full.endswith(tuple(skip)),
+                        make)
 
 
 def gemm_shares(layers: dict[str, PrecisionLinear]) -> dict[str, float]:

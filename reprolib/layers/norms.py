@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 
+from .swap import swap_modules
+
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -113,15 +115,7 @@ class ScaledEmbedding(nn.Embedding):
 def _swap(model: nn.Module, kinds: tuple, make, skip=()) -> list[str]:
     """Replace every module of type in `kinds` (exact type) whose name does not end with one of `skip`
     by make(full_name, module), in place; return the replaced names."""
-    swapped = []
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            full = f"{parent_name}.{name}" if parent_name else name
-            if type(child) not in kinds or full.endswith(tuple(skip)):
-                continue
-            setattr(parent, name, make(full, child))   # same key in _modules: the order of modules is kept
-            swapped.append(full)
-    return swapped
+    return list(swap_modules(model, lambda full, m: type(m) in kinds and not full.endswith(tuple(skip)), make))
 
 
 def _norm_dim(norm: nn.Module) -> int:

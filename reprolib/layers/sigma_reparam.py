@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .swap import is_linear, swap_modules
+
 
 class SigmaReparamLinear(nn.Linear):
     """nn.Linear with weight W_hat = gamma W / sigma(W) (module docstring). Buffers, one row per
@@ -94,17 +96,11 @@ def sigma_reparam_linears(model: nn.Module, gamma_init="sigma", skip=(), blocks=
     convert_to_sn converts every nn.Linear). blocks: {name suffix: k} for fused layers, e.g.
     {"qkv": 3}. gamma and u come from the layer's current weight, so call this after
     initialisation. Returns the swapped layers' names."""
-    swapped = []
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            full = f"{parent_name}.{name}" if parent_name else name
-            if type(child) is not nn.Linear or full.endswith(tuple(skip)):
-                continue
-            k = next((k for suffix, k in (blocks or {}).items() if full.endswith(suffix)), 1)
-            layer = SigmaReparamLinear(child.in_features, child.out_features, child.bias is not None, gamma_init, k,
-                                       device=child.weight.device)
-            layer.weight, layer.bias = child.weight, child.bias
-            layer.reset_sigma()
-            setattr(parent, name, layer)  # same key in _modules: the weight keeps its place in the order
-            swapped.append(full)
-    return swapped
+    def make(full, child):
+        k = next((k for suffix, k in (blocks or {}).items() if full.endswith(suffix)), 1)
+        layer = SigmaReparamLinear(child.in_features, child.out_features, child.bias is not None, gamma_init, k,
+                                   device=child.weight.device)
+        layer.weight, layer.bias = child.weight, child.bias
+        layer.reset_sigma()
+        return layer
+    return list(swap_modules(model, lambda full, m: is_linear(m) and not full.endswith(tuple(skip)), make))
