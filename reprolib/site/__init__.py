@@ -44,6 +44,9 @@ THEMES = {
                                              "the training loss: warm starts and re-initialisation when data arrive "
                                              "over time, when learning stops, and how far the last-layer features "
                                              "collapse, layer by layer and under regularisation."),
+    "low-rank-and-peft": ("Low rank, sparsity and parameter-efficient tuning", "Adapting or compressing a "
+                          "pretrained network by changing few parameters: low-rank adapters, checkpoint merging, "
+                          "and sparse subnetworks found by searching masks over frozen weights."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -81,7 +84,11 @@ PATH = [
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model"]),
-    ("9. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
+    ("9. Sparse subnetworks of pretrained networks", "Searching a binary mask over frozen pretrained weights "
+     "with learnable scores and a straight-through top-k, against magnitude pruning with and without "
+     "fine-tuning.", "Stage 2 (SGD, learning-rate tuning); convolutional networks.",
+     ["lottery_jackpot_mask_search"]),
+    ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
 
