@@ -90,7 +90,7 @@ def test_full_rank_galore_is_scaled_adam_and_fira_residual_vanishes():
     for q, cls in ((q1, GaLore), (q2, Fira)):
         q.grad = G.clone()
         cls([dict(params=[q], rank=5, update_proj_gap=200, scale=1.0)], lr=0.1).step()
-    torch.testing.assert_close(q1.detach(), q2.detach(), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(q1.detach(), q2.detach(), rtol=0, atol=1e-6)  # fp32 SVD residue
 
 
 def test_fira_step_closed_form():
