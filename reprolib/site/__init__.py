@@ -44,6 +44,9 @@ THEMES = {
                                              "the training loss: warm starts and re-initialisation when data arrive "
                                              "over time, when learning stops, and how far the last-layer features "
                                              "collapse, layer by layer and under regularisation."),
+    "low-rank-and-peft": ("Low-rank training and adapters", "Training and fine-tuning under a low-rank "
+                          "constraint: optimizer state kept in a projected subspace (GaLore, Fira) and "
+                          "low-rank adapters, and what the constraint costs against full-rank training."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -81,7 +84,10 @@ PATH = [
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model"]),
-    ("9. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
+    ("9. Low-rank training", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
+     "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira).",
+     "Stages 2-3; singular value decomposition.", ["fira_lowrank_fullrank"]),
+    ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
 
