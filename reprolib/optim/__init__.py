@@ -17,6 +17,8 @@ _EXPORTS = exports_of({
     ".auon": ["AuON", "auon_update"],
     ".conda": ["Conda", "conda_basis", "conda_update"],
     ".constrained": ["ConstrainedOptimizer"],
+    ".fira": ["Fira", "fira_scaling", "norm_growth_limit"],
+    ".galore": ["GaLore", "galore_basis", "galore_direction", "lowrank_param_groups", "project", "project_back"],
     ".grad_noise": ["GradientNoise", "add_gradient_noise", "noise_std"],
     ".groups": ["weight_decay_groups"],
     ".lion": ["Lion", "lion_update"],

@@ -44,9 +44,10 @@ THEMES = {
                                              "the training loss: warm starts and re-initialisation when data arrive "
                                              "over time, when learning stops, and how far the last-layer features "
                                              "collapse, layer by layer and under regularisation."),
-    "low-rank-and-peft": ("Low rank, sparsity and parameter-efficient tuning", "Adapting or compressing a "
-                          "pretrained network by changing few parameters: low-rank adapters, checkpoint merging, "
-                          "and sparse subnetworks found by searching masks over frozen weights."),
+    "low-rank-and-peft": ("Low rank, sparsity and parameter-efficient tuning", "Training and adapting networks "
+                          "while changing or storing little: optimizer state kept in a low-rank projection of the "
+                          "gradient (GaLore, Fira), low-rank adapters, and sparse subnetworks found by searching "
+                          "masks over frozen pretrained weights."),
 }
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
@@ -84,10 +85,11 @@ PATH = [
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model"]),
-    ("9. Sparse subnetworks of pretrained networks", "Searching a binary mask over frozen pretrained weights "
-     "with learnable scores and a straight-through top-k, against magnitude pruning with and without "
-     "fine-tuning.", "Stage 2 (SGD, learning-rate tuning); convolutional networks.",
-     ["lottery_jackpot_mask_search"]),
+    ("9. Low rank and sparsity", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
+     "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira); then searching a "
+     "binary mask over frozen pretrained weights with learnable scores and a straight-through top-k, against "
+     "magnitude pruning with and without fine-tuning.", "Stages 2-3; singular value decomposition; convolutional "
+     "networks.", ["fira_lowrank_fullrank", "lottery_jackpot_mask_search"]),
     ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
