@@ -78,7 +78,7 @@ def logits_with_confidence(conf, n_classes=10):
 def test_ece_constant_confidence_is_the_gap():
     """Every prediction at confidence 0.8, 60% correct: one bin, ECE = |0.6 - 0.8| = 0.2."""
     n = 1000
-    logits = logits_with_confidence(torch.full((n,), 0.8))
+    logits = logits_with_confidence(torch.full((n,), 0.8, dtype=torch.float64))
     labels = torch.where(torch.arange(n) < 600, 0, 3)
     assert ece(logits, labels) == pytest.approx(0.2, abs=1e-9)
 
@@ -86,7 +86,7 @@ def test_ece_constant_confidence_is_the_gap():
 def test_ece_hand_built_two_bins():
     """Confidences 0.95 (4 samples, 3 right) and 0.55 (6 samples, 6 right):
     ECE = 0.4 |0.75 - 0.95| + 0.6 |1 - 0.55| = 0.08 + 0.27 = 0.35."""
-    conf = torch.tensor([0.95] * 4 + [0.55] * 6)
+    conf = torch.tensor([0.95] * 4 + [0.55] * 6, dtype=torch.float64)
     labels = torch.tensor([0, 0, 0, 5] + [0] * 6)
     assert ece(logits_with_confidence(conf), labels) == pytest.approx(0.35, abs=1e-9)
     b = reliability_bins(conf, labels == 0, 15)
