@@ -7,6 +7,7 @@
     batches.py    lm_batch (random windows), lm_eval_batches (fixed windows), SeedBatches
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
+    replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
 Submodules load on first use (reprolib/_lazy.py says why).
@@ -18,6 +19,7 @@ _EXPORTS = exports_of({
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".corpus": ["TokenCorpus"],
     ".regression": ["regression"],
+    ".replay": ["ReservoirBuffer"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],

@@ -8,6 +8,8 @@ _EXPORTS = exports_of({
     ".attention": ["attention_entropy", "attention_logits", "entropy_lower_bound", "head_stats", "row_logit_norm"],
     ".curvature": ["block_quadratic_forms", "directional_sharpness", "hvp", "quadratic_form", "taylor_terms",
                    "top_hessian_eigenvalue"],
+    ".calibration": ["ece", "reliability_bins"],
+    ".continual": ["final_accuracy", "forgetting"],
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",

@@ -8,6 +8,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply_rope", "rope_tables"],
                        ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"],
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
-                       ".features": ["WithFeatures"]})
+                       ".features": ["WithFeatures"],
+                       ".idempotent": ["IdempotentMLP"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -4,6 +4,8 @@
                           IRMv1, V-REx and Fishr
     hessian_alignment.py  HGP and Hutchinson alignment of the classifier head's Hessians and
                           gradients across environments (Hemati et al., ICCV 2023)
+    replay.py             continual-learning replay objectives: ER and IDER's idempotence losses
+                          (these take one model, not a stack)
 
 Every function accepts a stack of independent models (leading `stack_dims` dimensions on every
 parameter, e.g. one per seed), returning one penalty per model: summing them gives each model its
@@ -14,6 +16,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({
     ".invariance": ["annealed_objective", "binary_risk", "fishr_penalty", "irm_penalty", "linear_head_sample_grads",
                     "vrex_penalty"],
+    ".replay": ["er_loss", "ider_loss", "idempotence_distillation", "two_pass_ce"],
     ".hessian_alignment": ["alignment_penalty", "autograd_hvp", "flat", "hessian_gradient_product", "hgp_penalty",
                            "hutchinson_diagonal", "hutchinson_penalty"],
 })

@@ -81,10 +81,11 @@ PATH = [
      "worse than a fresh one trained on the same data, and how shrinking and perturbing the weights before each "
      "round restores it; reading a run from the inside (per-layer activation statistics from forward hooks) for a "
      "stopping rule that needs no validation data; neural collapse, and a model of how far from it trained "
-     "features stay.",
+     "features stay; continual learning with a replay memory, where a network that reads its own prediction "
+     "back forgets less and is better calibrated.",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
-     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model"]),
+     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl"]),
     ("9. Low rank and sparsity", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
      "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira); then searching a "
      "binary mask over frozen pretrained weights with learnable scores and a straight-through top-k, against "
