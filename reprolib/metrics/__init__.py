@@ -19,6 +19,7 @@ _EXPORTS = exports_of({
                          "nc1_trace_ratio", "nc2_etf_distance", "nc3_self_duality"],
     ".precision_divergence": ["adam_v_hat", "capture_gemm_operands", "divergence_table", "loss_divergence",
                               "measured_loss_divergence", "weight_divergence"],
+    ".pass_at_n": ["correct_probability", "pass_at_n", "pass_at_n_curve", "pass_at_n_monte_carlo"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],
     ".softmax_radius": ["binary_radius", "log_partition_taylor", "logit_jvp", "logit_spread", "loss_along_line",
