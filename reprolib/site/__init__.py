@@ -85,7 +85,8 @@ PATH = [
      "back forgets less and is better calibrated.",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
-     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl"]),
+     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl",
+      "pass_at_n_dco_confidence"]),
     ("9. Low rank and sparsity", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
      "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira); then searching a "
      "binary mask over frozen pretrained weights with learnable scores and a straight-through top-k, against "
