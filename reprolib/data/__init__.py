@@ -7,6 +7,7 @@
     batches.py    lm_batch (random windows), lm_eval_batches (fixed windows), SeedBatches
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
+    rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
@@ -17,6 +18,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({
     ".batches": ["SeedBatches", "lm_batch", "lm_eval_batches"],
     ".colored": ["colored_environment", "colored_mnist_envs"],
+    ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],
     ".corpus": ["TokenCorpus"],
     ".regression": ["regression"],
     ".replay": ["ReservoirBuffer"],

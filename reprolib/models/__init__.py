@@ -1,7 +1,7 @@
 """Models: one configurable small GPT, an MLP, a small CNN and a tiny ViT; stacks trained as one model
 (ModelStack: R copies of any architecture through vmap; StackedMLP: a bias-free MLP with a leading
 stack dimension); a classifier's penultimate features (WithFeatures); re-initialisation (fresh draws,
-shrink-and-perturb); the unconstrained features model (`models.ufm`, a submodule).
+shrink-and-perturb); domain-specific heads with their test-time selection (DomainHeads, DRM); the unconstrained features model (`models.ufm`, a submodule).
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
@@ -9,6 +9,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"],
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
                        ".features": ["WithFeatures"],
-                       ".idempotent": ["IdempotentMLP"]})
+                       ".idempotent": ["IdempotentMLP"],
+                       ".domain_heads": ["DomainHeads", "drm_loss", "select_batch", "select_sample", "softmax_entropy"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
