@@ -82,8 +82,8 @@ PATH = [
      "round restores it; reading a run from the inside (per-layer activation statistics from forward hooks) for a "
      "stopping rule that needs no validation data; neural collapse, and a model of how far from it trained "
      "features stay; continual learning with a replay memory, where a network that reads its own prediction "
-     "back forgets less and is better calibrated; domain-specific heads chosen by their uncertainty at test time for "
-     "held-out domains.",
+     "back forgets less and is better calibrated; limiting a classifier's confidence so that many samples cover the "
+     "answer (pass@N); domain-specific heads chosen by their uncertainty at test time for held-out domains.",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl",
