@@ -1,11 +1,13 @@
 """Layers: drop-in replacements for torch.nn building blocks (sigmaReparam linear layers; SeeDNorm
 and DyT norm layers; simulated low-precision linear layers: NVFP4/MXFP4 and per-layer mixed
-precision; score-masked layers for mask search over frozen weights), each with a function that swaps them into a built model in place.
+precision; score-masked layers for mask search over frozen weights; low-rank adapters: LoRA, LoRA-XS, LoRA-SB), each with a function that swaps them into a built model in place.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
     ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
+    ".lora": ["LoRALinear", "accumulate_grads", "lora_init", "lora_linears", "lora_sb_init", "lora_xs_init",
+              "trainable_count", "update_approximation"],
     ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
                          "set_plan"],
     ".norms": ["DyT", "ScaledEmbedding", "SeeDNorm", "dyt_norms", "seednorm_norms"],
