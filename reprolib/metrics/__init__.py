@@ -25,6 +25,7 @@ _EXPORTS = exports_of({
     ".softmax_radius": ["binary_radius", "log_partition_taylor", "logit_jvp", "logit_spread", "loss_along_line",
                         "partition_radius", "random_direction", "softmax_radius", "taylor_partial_sums",
                         "unit_direction"],
+    ".sparsity": ["drop_rates", "essential_sparsity"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
 })
