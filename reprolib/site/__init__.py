@@ -94,7 +94,7 @@ PATH = [
      "magnitude pruning with and without fine-tuning; and low-rank adapters for fine-tuning (LoRA, LoRA-XS) "
      "initialised from the SVD of an approximated first full fine-tuning step (LoRA-SB).", "Stages 2-3; singular "
      "value decomposition; convolutional networks.", ["fira_lowrank_fullrank", "lottery_jackpot_mask_search",
-                                                      "lora_sb_update_init"]),
+                                                      "lora_sb_update_init", "adaprelora_preconditioner"]),
     ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
