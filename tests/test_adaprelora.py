@@ -115,7 +115,7 @@ def test_gauge_minimises_the_imbalance_and_leaves_the_w_step_unchanged():
 
 def test_zero_b_init_moves_only_b():
     B, A, D, h_r, h_c = _factors(seed=3)
-    dB, dA, X = adaprelora_factor_step(torch.zeros_like(B), A, D, h_r, h_c, delta=0.0)
+    dB, dA, X = adaprelora_factor_step(torch.zeros_like(B), A, D, h_r, h_c, delta=1e-12)
     assert dA.abs().max() == 0 and X.abs().max() == 0
     wc = h_c.sqrt()[None, :]
     At = A * wc
@@ -183,3 +183,13 @@ def test_riemannian_adamw_steps_on_preconditioned_grads():
     torch.testing.assert_close(lay.B.grad, gB.to(lay.B.grad.dtype))
     torch.testing.assert_close(lay.A.grad, gA.to(lay.A.grad.dtype))
     assert not torch.equal(lay.B.detach(), ref[0])
+
+
+def test_step_ignores_the_overall_scale_of_h_and_damping_vanishes_at_zero_b():
+    B, A, D, h_r, h_c = _factors(seed=5)
+    dB, dA, _ = adaprelora_factor_step(B, A, D, h_r, h_c, delta=1e-3)
+    dB2, dA2, _ = adaprelora_factor_step(B, A, D, 7.0 * h_r, 0.01 * h_c, delta=1e-3)
+    torch.testing.assert_close((dB, dA), (dB2, dA2))
+    # near-zero B: the damped gauge stays small instead of growing like 1 / |B|
+    _, _, X = adaprelora_factor_step(1e-6 * B, A, D, h_r, h_c, delta=1e-3)
+    assert X.abs().max() < 1e-2

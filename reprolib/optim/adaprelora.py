@@ -16,7 +16,8 @@ With W = W0 + s B A (B m x r, A r x n) and G = dL/dW:
   its W-space step dB~ A~ + B~ dA~ = P_B~ D~ + (I - P_B~) D~ P_A~ the same for every r x r gauge X.
   X is chosen to balance the factors, argmin ||dB~ A~ - B~ dA~||_F, which in closed form is
       X = 1/2 (B~^T B~)^-1 B~^T D~ A~^T (A~ A~^T)^-1,
-  and dB = H_r^-1/2 dB~, dA = dA~ H_c^-1/2. Momentum beta1 acts on (dB, dA): the state is
+  and dB = H_r^-1/2 dB~, dA = dA~ H_c^-1/2. The r x r Gram solves are damped by delta I (absolute, with
+  H^1/2 normalised to mean 1; the paper's damping is not public). Momentum beta1 acts on (dB, dA): the state is
   R, C (m + n numbers) and two momenta ((m + n) r): O((m + n) r), less than Adam's 2 (m + n) r.
 G is formed per layer, transiently, by hooks during the backward pass (one layer's m x n at a time)
 and reduced there to R, C and (dB, dA); nothing of size m x n is kept.
@@ -46,16 +47,18 @@ def adafactor_direction(G: torch.Tensor, R: torch.Tensor, C: torch.Tensor, d: fl
 
 
 def _damped_solve(gram: torch.Tensor, rhs: torch.Tensor, delta: float):
-    """(gram + delta mean(diag gram) I)^-1 rhs: damping relative to the Gram's scale, so the step does not
-    depend on the overall scale of H (delta = 0: the exact solve)."""
-    lam = delta * gram.diagonal().mean() + 1e-30
-    return torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype, device=gram.device), rhs)
+    """(gram + delta I)^-1 rhs (delta = 0: the exact solve). Absolute damping: while a factor is near zero
+    (B at LoRA's init) its Gram is below delta and the gauge X stays near zero instead of ~ 1 / |B|."""
+    return torch.linalg.solve(gram + delta * torch.eye(len(gram), dtype=gram.dtype, device=gram.device), rhs)
 
 
 def adaprelora_factor_step(B: torch.Tensor, A: torch.Tensor, D: torch.Tensor, h_r: torch.Tensor, h_c: torch.Tensor,
-                           delta: float = 1e-4):
+                           delta: float = 1e-3):
     """The H-weighted least-squares factor step with the balancing gauge -> (dB, dA, X)."""
-    wr, wc = h_r.sqrt()[:, None], h_c.sqrt()[None, :]   # H^1/2
+    # H^1/2, each normalised to mean 1: the solution does not depend on H's overall scale, and the
+    # damping delta then acts in the units of B and A
+    wr, wc = h_r.sqrt()[:, None], h_c.sqrt()[None, :]
+    wr, wc = wr / wr.mean(), wc / wc.mean()
     Bt, At, Dt = wr * B, A * wc, wr * D * wc            # B~, A~, D~
     GB, GA = Bt.T @ Bt, At @ At.T
     P = _damped_solve(GB, Bt.T @ Dt, delta)             # (B~^T B~)^-1 B~^T D~        (r x n)
@@ -71,7 +74,7 @@ class AdaPreLoRA(torch.optim.Optimizer):
     layer to form G = dL/dW during backward, turns it into (dB, dA) at once, and step() applies
     B <- B - lr m_B, A <- A - lr m_A with momentum m <- beta1 m + (1 - beta1) d."""
 
-    def __init__(self, layers: dict, lr: float, beta1: float = 0.9, delta: float = 1e-4, d: float = 1.0,
+    def __init__(self, layers: dict, lr: float, beta1: float = 0.9, delta: float = 1e-3, d: float = 1.0,
                  beta2_decay: float = -0.8, eps1: float = 1e-30):
         self.layers = list(layers.values())
         params = [p for lay in self.layers for p in (lay.B, lay.A)]
