@@ -14,6 +14,8 @@ from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
     ".adamw": ["adamw_update"],
+    ".adaprelora": ["AdaPreLoRA", "RiemannianAdamW", "adafactor_direction", "adafactor_stats",
+                    "adaprelora_factor_step", "riemannian_precondition"],
     ".auon": ["AuON", "auon_update"],
     ".conda": ["Conda", "conda_basis", "conda_update"],
     ".constrained": ["ConstrainedOptimizer"],
