@@ -97,7 +97,7 @@ PATH = [
      "pruning can remove before it breaks (essential sparsity).", "Stages 2-3; singular "
      "value decomposition; convolutional networks.", ["fira_lowrank_fullrank", "lottery_jackpot_mask_search",
                                                       "lora_sb_update_init", "adaprelora_preconditioner",
-                                                      "essential_sparsity_oneshot"]),
+                                                      "essential_sparsity_oneshot", "mwa_lora_ckpt_merge"]),
     ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
