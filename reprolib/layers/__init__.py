@@ -1,6 +1,6 @@
 """Layers: drop-in replacements for torch.nn building blocks (sigmaReparam linear layers; SeeDNorm
 and DyT norm layers; simulated low-precision linear layers: NVFP4/MXFP4 and per-layer mixed
-precision; score-masked layers for mask search over frozen weights; low-rank adapters: LoRA, LoRA-XS, LoRA-SB), each with a function that swaps them into a built model in place.
+precision; score-masked layers for mask search over frozen weights; low-rank adapters: LoRA, LoRA-XS, LoRA-SB; rank-k SVD compression with WeLore's per-matrix rank allocation), each with a function that swaps them into a built model in place.
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
@@ -12,6 +12,7 @@ _EXPORTS = exports_of({
     ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
                          "set_plan"],
     ".norms": ["DyT", "ScaledEmbedding", "SeeDNorm", "dyt_norms", "seednorm_norms"],
+    ".rank_reduction": ["low_rank_factors", "normalised_spectrum", "rank_reduction", "uniform_ranks", "welore_ranks"],
     ".score_mask": ["ScoreMasked", "StraightThroughMask", "magnitude_masks", "mask_iou", "score_masked",
                     "short_restriction_rate", "topk_mask", "update_masks"],
     ".sigma_reparam": ["SigmaReparamLinear", "sigma_reparam_linears"],
