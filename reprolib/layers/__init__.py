@@ -1,6 +1,9 @@
-"""Layers: drop-in replacements for torch.nn building blocks (sigmaReparam linear layers; SeeDNorm
-and DyT norm layers; simulated low-precision linear layers: NVFP4/MXFP4 and per-layer mixed
-precision; score-masked layers for mask search over frozen weights; low-rank adapters: LoRA, LoRA-XS, LoRA-SB; rank-k SVD compression with WeLore's per-matrix rank allocation), each with a function that swaps them into a built model in place.
+"""Layers: drop-in replacements for torch.nn building blocks, each with a function that swaps them into
+a built model in place (swap.py: swap_modules under all of them): sigmaReparam linear layers; SeeDNorm
+and DyT norms; simulated low-precision linear layers (NVFP4/MXFP4, per-layer mixed precision);
+score-masked layers for mask search over frozen weights; low-rank adapters (LoRA, LoRA-XS, LoRA-SB).
+Also what acts on those layers' weights: rank-k SVD compression with WeLore's per-matrix rank
+allocation (rank_reduction.py) and metrics-weighted averaging of adapter checkpoints (checkpoint_merge.py).
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
