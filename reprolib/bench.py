@@ -95,9 +95,8 @@ def bench_newton_schulz(rate_tflops: float, batch: int = 12) -> list[dict]:
     return rows
 
 
-def _gpt(size: str, vocab: int = 256, seq_len: int = 256):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab, seq_len=seq_len, **GPTS[size])).to(DEVICE)
+def _gpt(size: str, seq_len: int = 256):
+    return _build_gpt(GPTS[size], seq_len)
 
 
 def _optimizers(model):
@@ -217,23 +216,23 @@ def bench_training_loop(rate_tflops: float, steps: int = LOOP_STEPS, seeds: int 
     tokens = torch.randint(0, 256, (1_000_000 if DEVICE == "cuda" else 20_000,), device=DEVICE)
     for size, (arch, batch) in LOOP_GPTS.items():
         seq_len = min(256, max(16, len(tokens) // 1000))
-        flops = train_flops_per_token(_gpt_cfg(arch, seq_len))
+        flops = train_flops_per_token(_build_gpt(arch, seq_len))
         per_step = batch * seq_len
 
         def row(path, s, n_tokens, **extra):
             rows.append(dict(model=size, path=path, batch=f"{batch}x{seq_len}", step_ms=s * 1e3,
                              tokens_per_s=n_tokens / s, mfu=n_tokens * flops / s / (rate_tflops * 1e12), **extra))
-        row("reference loop", _reference_loop(_gpt_cfg(arch, seq_len), tokens, batch, seq_len, steps), per_step)
-        eager = _library_loop(_gpt_cfg(arch, seq_len), tokens, batch, seq_len, steps, compile=False)
+        row("reference loop", _reference_loop(_build_gpt(arch, seq_len), tokens, batch, seq_len, steps), per_step)
+        eager = _library_loop(_build_gpt(arch, seq_len), tokens, batch, seq_len, steps, compile=False)
         row("train_lm eager", eager, per_step)
         if DEVICE == "cuda":
-            row("train_lm compiled", _library_loop(_gpt_cfg(arch, seq_len), tokens, batch, seq_len, steps, True), per_step)
-        stacked = _stacked_loop([_gpt_cfg(arch, seq_len, seed=s) for s in range(seeds)], tokens, batch, seq_len, steps)
+            row("train_lm compiled", _library_loop(_build_gpt(arch, seq_len), tokens, batch, seq_len, steps, True), per_step)
+        stacked = _stacked_loop([_build_gpt(arch, seq_len, seed=s) for s in range(seeds)], tokens, batch, seq_len, steps)
         row(f"{seeds} seeds batched", stacked, seeds * per_step, speedup=seeds * eager / stacked)
     return rows
 
 
-def _gpt_cfg(arch: dict, seq_len: int, seed: int = 0) -> GPT:
+def _build_gpt(arch: dict, seq_len: int, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     return GPT(GPTConfig(vocab_size=256, seq_len=seq_len, **arch)).to(DEVICE)
 

@@ -28,7 +28,7 @@ def test_training_loop_table_on_cpu(monkeypatch):
     for r in rows:
         assert r["tokens_per_s"] > 0 and 0 < r["mfu"] and r["step_ms"] > 0
     assert rows[-1]["speedup"] > 0
-    model = bench._gpt_cfg(dict(n_layer=1, d_model=32, n_head=2), seq_len=16)
+    model = bench._build_gpt(dict(n_layer=1, d_model=32, n_head=2), seq_len=16)
     n_matmul = sum(p.numel() for n, p in model.named_parameters() if p.ndim >= 2 and "tok_emb" not in n)
     assert bench.train_flops_per_token(model) == 6 * n_matmul + 6 * 1 * 16 * 32
     assert "| tiny | 2 seeds batched |" in bench.markdown(dict(device="cpu", versions={}, gemm_tflops=1.0,
@@ -42,7 +42,7 @@ def test_batched_seeds_train_each_seed_as_alone(monkeypatch):
     monkeypatch.setattr(bench, "DEVICE", "cpu")
     import torch
     from torch.func import functional_call, stack_module_state, vmap
-    models = [bench._gpt_cfg(dict(n_layer=1, d_model=32, n_head=2), seq_len=16, seed=s) for s in range(2)]
+    models = [bench._build_gpt(dict(n_layer=1, d_model=32, n_head=2), seq_len=16, seed=s) for s in range(2)]
     alone = copy.deepcopy(models)
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
