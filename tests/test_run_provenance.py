@@ -132,7 +132,7 @@ def test_only_changed_or_removed_code_makes_a_record_stale(tmp_path, monkeypatch
     mod.write_text(MODULE)
     nb = tmp_path / "notebooks" / "t" / "s.ipynb"
     write_nb(nb, [cell("x = 1")])
-    res = dict(slug="s", scale="full", provenance=dict(scheme=2, notebook=P.notebook_hash(nb),
+    res = dict(slug="s", scale="full", provenance=dict(scheme=P.SCHEME, notebook=P.notebook_hash(nb),
                                                        modules={"reprolib/m.py": P.module_units(MODULE)}))
     mod.write_text(edit(MODULE))
     reasons = P.stale_reasons(res, tmp_path)
@@ -140,3 +140,29 @@ def test_only_changed_or_removed_code_makes_a_record_stale(tmp_path, monkeypatch
         assert len(reasons) == 1 and reasons[0].startswith("reprolib/m.py changed (") and stale in reasons[0]
     else:
         assert reasons == []
+
+
+def test_trees_are_written_the_same_on_every_python():
+    """Scheme 3 writes a tree by field name and leaves out None and empty lists: Python 3.12 added an
+    empty `type_params` to every function and class, which changed `ast.dump` (scheme 2) under the
+    records. The text is pinned here, so a Python that writes it differently fails this test."""
+    import ast
+    tree = ast.parse("def f(x, y=None):\n    return g(x, *[1])\n")
+    want = ("Module(body=[FunctionDef(name='f', args=arguments(args=[arg(arg='x'), arg(arg='y')], defaults=[Constant()]),"
+            " body=[Return(value=Call(func=Name(id='g', ctx=Load()), args=[Name(id='x', ctx=Load()),"
+            " Starred(value=List(elts=[Constant(value=1)], ctx=Load()), ctx=Load())]))])])")
+    assert P._dump(tree) == want
+    fn = tree.body[0]
+    fn.type_params = []                          # what 3.12 adds ...
+    type(fn)._fields, saved = type(fn)._fields + ("type_params",), type(fn)._fields
+    try:
+        assert P._dump(tree) == want             # ... changes nothing
+    finally:
+        type(fn)._fields = saved
+
+
+def test_the_provenance_module_itself_is_not_recorded():
+    """Bookkeeping never reaches a result: changing how records are written must not make every result stale."""
+    assert P.SELF not in P.module_hashes()
+    res = dict(slug="x", scale="full", provenance=dict(scheme=P.SCHEME, notebook="", modules={P.SELF: {"def gone": "0"}}))
+    assert not any(P.SELF in r for r in P.stale_reasons(res, P.repo_root()))

@@ -1,6 +1,6 @@
 """Provenance: which code a result came from, and whether a rerun would run other code.
 
-results.json records (scheme 2):
+results.json records (scheme 3):
   notebook  a hash of the notebook's code cells as Python syntax trees: comments, blank lines and
             formatting do not count, code does (a cell that is not plain Python, e.g. a shell escape,
             counts as text); markdown, outputs and the cell papermill injects never count.
@@ -13,8 +13,13 @@ function, a new export, a new import) does not make it stale: code the run never
 changed what it did. Code that a new unit runs at import time and that mutates state the old code
 reads would escape this rule; the library keeps such registration out of module bodies.
 
-Scheme-1 records (one sha of the raw file per module, of the raw code cells per notebook) are still
-read: any byte changed makes them stale.
+The trees are written out by `_dump`, the same text on every Python version. This module itself is
+not recorded: it only does the bookkeeping, and what it computes never reaches a result.
+
+Older records are still read. Scheme 1: one sha of the raw file per module and of the raw code cells
+per notebook; any byte changed makes them stale. Scheme 2: as scheme 3, but trees written by
+`ast.dump`, whose text depends on the Python version (3.12 added `type_params` to every function and
+class), so a scheme-2 record is checked correctly only on the Python minor version that made it.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ import os
 import sys
 from pathlib import Path
 
-SCHEME = 2
+SCHEME = 3
+SELF = "reprolib/run/provenance.py"   # not recorded (see the module docstring)
 
 
 def repo_root() -> Path:
@@ -58,12 +64,20 @@ def code_cells(nb: dict) -> list[str]:
     return out
 
 
-def _tree(node: ast.AST, docstrings: bool = True) -> str:
-    """A syntax tree as text, without positions (so without comments and formatting); docstrings
-    of functions, classes and the module dropped unless `docstrings`."""
-    if not docstrings:
-        node = _drop_docstrings(node)
-    return ast.dump(node, annotate_fields=False, include_attributes=False)
+def _dump(node) -> str:
+    """A syntax tree as text, fields by name; a field that is None or an empty list is left out,
+    because Python versions differ in which such fields a node has and in how `ast.dump` shows them."""
+    if isinstance(node, ast.AST):
+        fields = ((k, getattr(node, k, None)) for k in node._fields)
+        return f"{type(node).__name__}({', '.join(f'{k}={_dump(v)}' for k, v in fields if v is not None and v != [])})"
+    if isinstance(node, list):
+        return f"[{', '.join(_dump(x) for x in node)}]"
+    return repr(node)
+
+
+def _tree(node: ast.AST, scheme: int = SCHEME) -> str:
+    """A syntax tree as text, without positions (so without comments and formatting)."""
+    return _dump(node) if scheme >= 3 else ast.dump(node, annotate_fields=False, include_attributes=False)
 
 
 def _drop_docstrings(node: ast.AST) -> ast.AST:
@@ -77,9 +91,9 @@ def _drop_docstrings(node: ast.AST) -> ast.AST:
     return node
 
 
-def _cell_text(src: str) -> str:
+def _cell_text(src: str, scheme: int = SCHEME) -> str:
     try:
-        return _tree(ast.parse(src))   # a notebook's strings stay: a bare string can be a cell's output
+        return _tree(ast.parse(src), scheme)   # a notebook's strings stay: a bare string can be a cell's output
     except SyntaxError:                # IPython syntax (magics, shell escapes): the text itself
         return src
 
@@ -88,7 +102,7 @@ def notebook_hash(path: Path, scheme: int = SCHEME) -> str:
     cells = code_cells(json.loads(Path(path).read_text()))
     if scheme == 1:
         return _sha("\n\x00".join(cells).encode())
-    return _sha("\n\x00".join(_cell_text(c) for c in cells).encode())
+    return _sha("\n\x00".join(_cell_text(c, scheme) for c in cells).encode())
 
 
 def _exports_table(node: ast.stmt):
@@ -101,20 +115,20 @@ def _exports_table(node: ast.stmt):
     return value if isinstance(value, ast.Dict) and None not in value.keys else None
 
 
-def module_units(source: str) -> dict[str, str]:
+def module_units(source: str, scheme: int = SCHEME) -> dict[str, str]:
     """{unit: sha} for one module's source (see the module docstring)."""
     units = {}
     for node in _drop_docstrings(ast.parse(source)).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            units[f"def {node.name}"] = _sha(_tree(node).encode())
+            units[f"def {node.name}"] = _sha(_tree(node, scheme).encode())
         elif (table := _exports_table(node)) is not None:
             for key, value in zip(table.keys, table.values):
-                units[f"export {ast.unparse(key)}"] = _sha(_tree(value).encode())
+                units[f"export {ast.unparse(key)}"] = _sha(_tree(value, scheme).encode())
         elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] in (["__all__"],
                                                                                                    ["__version__"]):
             continue   # which names exist and the package's version: not what the code does
         else:
-            h = _sha(_tree(node).encode())
+            h = _sha(_tree(node, scheme).encode())
             units[f"stmt {h}"] = h
     return units
 
@@ -138,7 +152,8 @@ def _module_files(root: Path) -> dict[str, Path]:
 
 def module_hashes(root: Path | None = None) -> dict[str, dict[str, str]]:
     """{'reprolib/optim/conda.py': {unit: sha}} for every reprolib module imported in this process."""
-    return {rel: module_units(path.read_text()) for rel, path in _module_files(root or repo_root()).items()}
+    return {rel: module_units(path.read_text()) for rel, path in _module_files(root or repo_root()).items()
+            if rel != SELF}
 
 
 def record(slug: str, root: Path | None = None) -> dict:
@@ -169,6 +184,8 @@ def stale_reasons(results: dict | None, root: Path | None = None) -> list[str]:
     if notebook_hash(nb, prov.get("scheme", 1)) != prov.get("notebook"):
         reasons.append(f"{nb.relative_to(root).as_posix()} code cells changed")
     for rel, recorded in prov.get("modules", {}).items():
+        if rel == SELF:
+            continue
         path = root / rel
         if not path.exists():
             reasons.append(f"{rel} removed")
@@ -176,7 +193,7 @@ def stale_reasons(results: dict | None, root: Path | None = None) -> list[str]:
             if _sha(path.read_bytes()) != recorded:
                 reasons.append(f"{rel} changed")
         else:
-            now = module_units(path.read_text())
+            now = module_units(path.read_text(), prov.get("scheme", 1))
             changed = [_unit_name(u) for u, sha in recorded.items() if now.get(u) != sha]
             if changed:
                 shown = ", ".join(dict.fromkeys(changed[:3]))
