@@ -13,7 +13,7 @@ from scipy.linalg import hadamard as scipy_hadamard
 from torch import nn
 
 from reprolib.kernels.fp4 import (E2M1_VALUES, e2m1_round, e4m3_round, hadamard, mxfp4_quantize, nvfp4_quantize,
-                                  random_hadamard, rht_matrix)
+                                  quantize, random_hadamard, rht_matrix)
 from reprolib.layers.fp4_linear import FP4Linear, FP4Recipe, dgrad, fp4_linears, fprop, wgrad
 from reprolib.models import GPT, GPTConfig
 
@@ -295,3 +295,18 @@ def test_compiled_quantize_matches_eager_on_cuda():
     x = heavy((256, 512)).cuda()
     for fmt, two_d in itertools.product(("nvfp4", "mxfp4"), (False, True)):
         torch.testing.assert_close(compiled_quantize()(x, fmt, two_d), quantize(x, fmt, two_d), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4"])
+def test_a_zero_block_stays_zero_when_subnormals_flush(fmt):
+    """GPU kernels flush subnormal floats to zero; a scale that only exists as a subnormal turned an
+    all-zero block (an unused embedding row's gradient) into 0/0 = NaN in the first MXFP4 GPU run."""
+    x = torch.randn(4, 64)
+    x[1] = 0.0
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    try:
+        q = quantize(x, fmt)
+    finally:
+        torch.set_flush_denormal(False)
+    assert torch.isfinite(q).all() and (q[1] == 0).all()

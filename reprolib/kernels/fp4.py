@@ -101,7 +101,9 @@ def mxfp4_quantize(x: Tensor, two_d: bool = False, stochastic: bool = False, sca
         e = torch.floor(torch.log2(amax_b)) - 2          # 2 = the exponent of E2M1's largest power of two
     else:
         raise ValueError(f"scale_rounding={scale_rounding!r}; valid: 'ceil', 'floor'")
-    s_b = torch.exp2(e.clamp(-127, 127))                  # E8M0's range; a zero block gets 2^-127
+    # E8M0 reaches 2^-127, but that is a subnormal float32: GPU kernels flush it to zero and a zero block
+    # became 0/0 = NaN. 2^-126 is the smallest normal; it changes only blocks whose amax is below 2^-123.
+    s_b = torch.exp2(e.clamp(-126, 127))
     q = e2m1_round(t / s_b, stochastic, generator)
     return (q * s_b).reshape(x.shape).to(x.dtype)
 
