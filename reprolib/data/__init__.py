@@ -16,6 +16,7 @@ Submodules load on first use (reprolib/_lazy.py says why).
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".words": ["UNK", "shakespeare_words", "split_words"],
     ".batches": ["SeedBatches", "lm_batch", "lm_eval_batches"],
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],
