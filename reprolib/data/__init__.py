@@ -17,6 +17,7 @@ from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
     ".augment": ["AUGMENT_REGIMES", "augment_views"],
+    ".words": ["UNK", "shakespeare_words", "split_words"],
     ".batches": ["SeedBatches", "lm_batch", "lm_eval_batches"],
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],

@@ -7,6 +7,7 @@ _EXPORTS = exports_of({
     ".activation_stats": ["LayerStats", "batch_std"],
     ".attention": ["attention_entropy", "attention_logits", "entropy_lower_bound", "head_stats", "row_logit_norm"],
     ".representation": ["histogram_overlap", "knn_accuracy", "linear_probe"],
+    ".text_diversity": ["ngram_overlap", "ngrams", "predictive_entropy", "repeated_ngram_rate", "type_token_ratio"],
     ".curvature": ["block_quadratic_forms", "directional_sharpness", "hvp", "quadratic_form", "taylor_terms",
                    "top_hessian_eigenvalue"],
     ".calibration": ["ece", "reliability_bins"],

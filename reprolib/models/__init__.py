@@ -10,6 +10,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
                        ".features": ["WithFeatures"],
                        ".projector": ["MultiHeadProjector", "projection_mlp"],
+                       ".generate": ["NGramBlocker", "generate", "top_p_filter"],
                        ".idempotent": ["IdempotentMLP"],
                        ".domain_heads": ["DomainHeads", "drm_loss", "select_batch", "select_sample", "softmax_entropy"]})
 attach(__name__, _EXPORTS)

@@ -85,11 +85,12 @@ PATH = [
      "back forgets less and is better calibrated; limiting a classifier's confidence so that many samples cover the "
      "answer (pass@N); domain-specific heads chosen by their uncertainty at test time for held-out domains; "
      "self-supervised contrastive pre-training with several projection heads and a learned temperature for every "
-     "pair (AMCL).",
+     "pair (AMCL); overfitting a pre-trained language model on a few sequences (hyperfitting) so that greedy "
+     "decoding stops repeating itself.",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl",
-      "pass_at_n_dco_confidence", "drm_domain_specific_heads", "amcl_multihead_contrast"]),
+      "pass_at_n_dco_confidence", "drm_domain_specific_heads", "amcl_multihead_contrast", "hyperfitting_greedy_ttr"]),
     ("9. Low rank and sparsity", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
      "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira); then searching a "
      "binary mask over frozen pretrained weights with learnable scores and a straight-through top-k, against "
