@@ -10,6 +10,7 @@
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
+    sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
 
 Submodules load on first use (reprolib/_lazy.py says why).
 """
@@ -26,6 +27,8 @@ _EXPORTS = exports_of({
     ".replay": ["ReservoirBuffer"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
+    ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",
+                "sphere_teacher", "teacher_labels"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],
     ".text": ["shakespeare"],
 })

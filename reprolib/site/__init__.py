@@ -52,60 +52,76 @@ THEMES = {
 
 # A suggested path: (stage title, what it teaches, prerequisites, slugs in order)
 PATH = [
-    ("1. Noise, initialisation and plain SGD", "How a deep network escapes a bad start; reading a claim and its "
-     "regime checks.", "Python, PyTorch basics, SGD with momentum.", ["gradient_noise_deep_mlp"]),
-    ("2. Adaptive and sign-based optimizers", "Adam's per-coordinate scaling, Lion's sign update, learning-rate "
-     "tuning that does not fool itself.", "Stage 1; Adam.", ["lion_vs_adamw_batch", "stable_spam_4bit"]),
-    ("3. Orthogonalised updates", "Muon's Newton-Schulz step and its successors; data efficiency at a fixed "
-     "budget.", "Stage 2; singular value decomposition.",
-     ["muon_mla_moe_efficiency", "normuon_vs_muon_adamw", "conda_column_normalized_adam", "auon_cosh_vs_muon",
-      "sinkgd_stateless_opt"]),
-    ("4. Why it works: curvature", "Directional sharpness and the second-order Taylor view of one step; where "
-     "that Taylor view stops (its radius of convergence); flat minima with and without SAM's second pass; Hessians aligned across domains.",
-     "Stage 3; Hessian-vector products.", ["muon_adam_nds_curvature", "softmax_ghosts_step_radius",
-                                           "saf_trajectory_sharpness", "hessian_alignment_cmnist"]),
-    ("5. Keeping layers in range", "Attention entropy collapse and a spectral reparameterisation that prevents "
-     "it; certified Lipschitz bounds from weight constraints applied after each optimizer step; a normalisation "
-     "layer that gives back the input norm RMSNorm discards.",
+    ("1. Noise, initialisation and plain SGD",
+     "How a deep network escapes a bad start; reading a claim and its regime checks.",
+     "Python, PyTorch basics, SGD with momentum.",
+     ["gradient_noise_deep_mlp"]),
+    ("2. Adaptive and sign-based optimizers",
+     "Adam's per-coordinate scaling, Lion's sign update, learning-rate tuning that does not fool itself.",
+     "Stage 1; Adam.",
+     ["lion_vs_adamw_batch", "stable_spam_4bit"]),
+    ("3. Orthogonalised updates",
+     "Muon's Newton-Schulz step and its successors; data efficiency at a fixed budget.",
+     "Stage 2; singular value decomposition.",
+     ["muon_mla_moe_efficiency", "normuon_vs_muon_adamw", "conda_column_normalized_adam",
+      "auon_cosh_vs_muon", "sinkgd_stateless_opt"]),
+    ("4. Why it works: curvature",
+     "Directional sharpness and the second-order Taylor view of one step; where that Taylor view stops (its "
+     "radius of convergence); flat minima with and without SAM's second pass; Hessians aligned across domains.",
+     "Stage 3; Hessian-vector products.",
+     ["muon_adam_nds_curvature", "softmax_ghosts_step_radius", "saf_trajectory_sharpness",
+      "hessian_alignment_cmnist"]),
+    ("5. Keeping layers in range",
+     "Attention entropy collapse and a spectral reparameterisation that prevents it; certified Lipschitz bounds"
+     " from weight constraints applied after each optimizer step; a normalisation layer that gives back the "
+     "input norm RMSNorm discards.",
      "Stage 4; power iteration, softmax attention, RMSNorm.",
      ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm"]),
-    ("6. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
-     "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
+    ("6. Beyond first order, and beyond fixed hyperparameters",
+     "Natural-gradient-like steps, a trainable first layer, hyperparameters as functions of training.",
+     "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
-    ("7. Training in fewer bits", "Block-scaled FP4 formats (NVFP4, MXFP4) in all three GEMMs of a linear layer: "
-     "stochastic rounding, random Hadamard transforms, high-precision layers, and which of them matter; then "
-     "estimating what each layer's precision costs in loss and choosing precisions under a FLOP budget with an "
-     "integer program.", "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, "
-     "integer linear programs.", ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
-    ("8. Training dynamics and generalization", "Why a network warm-started from its previous solution generalises "
-     "worse than a fresh one trained on the same data, and how shrinking and perturbing the weights before each "
-     "round restores it; reading a run from the inside (per-layer activation statistics from forward hooks) for a "
-     "stopping rule that needs no validation data; neural collapse, and a model of how far from it trained "
-     "features stay; continual learning with a replay memory, where a network that reads its own prediction "
-     "back forgets less and is better calibrated; limiting a classifier's confidence so that many samples cover the "
-     "answer (pass@N); domain-specific heads chosen by their uncertainty at test time for held-out domains; "
-     "self-supervised contrastive pre-training with several projection heads and a learned temperature for every "
-     "pair (AMCL); overfitting a pre-trained language model on a few sequences (hyperfitting) so that greedy "
-     "decoding stops repeating itself.",
+    ("7. Training in fewer bits",
+     "Block-scaled FP4 formats (NVFP4, MXFP4) in all three GEMMs of a linear layer: stochastic rounding, random"
+     " Hadamard transforms, high-precision layers, and which of them matter; then estimating what each layer's "
+     "precision costs in loss and choosing precisions under a FLOP budget with an integer program.",
+     "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, integer linear "
+     "programs.",
+     ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
+    ("8. Training dynamics and generalization",
+     "Why a network warm-started from its previous solution generalises worse than a fresh one trained on the "
+     "same data, and how shrinking and perturbing the weights before each round restores it; reading a run from"
+     " the inside (per-layer activation statistics from forward hooks) for a stopping rule that needs no "
+     "validation data; neural collapse, and a model of how far from it trained features stay; continual "
+     "learning with a replay memory, where a network that reads its own prediction back forgets less and is "
+     "better calibrated; limiting a classifier's confidence so that many samples cover the answer (pass@N); "
+     "domain-specific heads chosen by their uncertainty at test time for held-out domains; self-supervised "
+     "contrastive pre-training with several projection heads and a learned temperature for every pair (AMCL); "
+     "overfitting a pre-trained language model on a few sequences (hyperfitting) so that greedy decoding stops "
+     "repeating itself; federated adversarial training of an over-parameterised two-layer network, where the "
+     "robust training loss still converges with non-IID clients.",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
-     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl",
-      "pass_at_n_dco_confidence", "drm_domain_specific_heads", "amcl_multihead_contrast", "hyperfitting_greedy_ttr"]),
-    ("9. Low rank and sparsity", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
-     "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira); then searching a "
-     "binary mask over frozen pretrained weights with learnable scores and a straight-through top-k, against "
-     "magnitude pruning with and without fine-tuning; and low-rank adapters for fine-tuning (LoRA, LoRA-XS) "
-     "initialised from the SVD of an approximated first full fine-tuning step (LoRA-SB) or updated through "
-     "Adafactor's factored second moments (AdaPreLoRA); how much of a pretrained network one-shot magnitude "
-     "pruning can remove before it breaks (essential sparsity); which weights become low-rank during pretraining and "
-     "how a per-matrix rank allocation compresses them (WeLore); merging a run's adapter checkpoints by "
-     "metric-weighted averaging.", "Stages 2-3; singular "
-     "value decomposition; convolutional networks.", ["fira_lowrank_fullrank", "lottery_jackpot_mask_search",
-                                                      "lora_sb_update_init", "adaprelora_preconditioner",
-                                                      "essential_sparsity_oneshot", "welore_lowrank_emergence",
-                                                      "mwa_lora_ckpt_merge"]),
-    ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
-     "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
+     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model",
+      "idempotent_replay_cl", "pass_at_n_dco_confidence", "drm_domain_specific_heads",
+      "amcl_multihead_contrast", "hyperfitting_greedy_ttr", "fed_adversarial_converge"]),
+    ("9. Low rank and sparsity",
+     "Adam's state kept in a low-rank projection of the gradient (GaLore), and full-rank updates under that "
+     "memory by scaling the residual gradient as Adam would (Fira); then searching a binary mask over frozen "
+     "pretrained weights with learnable scores and a straight-through top-k, against magnitude pruning with and"
+     " without fine-tuning; and low-rank adapters for fine-tuning (LoRA, LoRA-XS) initialised from the SVD of "
+     "an approximated first full fine-tuning step (LoRA-SB) or updated through Adafactor's factored second "
+     "moments (AdaPreLoRA); how much of a pretrained network one-shot magnitude pruning can remove before it "
+     "breaks (essential sparsity); which weights become low-rank during pretraining and how a per-matrix rank "
+     "allocation compresses them (WeLore); merging a run's adapter checkpoints by metric-weighted averaging.",
+     "Stages 2-3; singular value decomposition; convolutional networks.",
+     ["fira_lowrank_fullrank", "lottery_jackpot_mask_search", "lora_sb_update_init",
+      "adaprelora_preconditioner", "essential_sparsity_oneshot", "welore_lowrank_emergence",
+      "mwa_lora_ckpt_merge"]),
+    ("10. Capstone: everything side by side",
+     "Eight optimizers under one protocol; what a ranking can and cannot say.",
+     "Stages 2-3.",
+     ["optimizers_side_by_side"]),
 ]
 
 VERDICT_CLASS = {"reproduced": "verdict-reproduced", "partially reproduced": "verdict-partial",
