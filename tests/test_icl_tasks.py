@@ -136,3 +136,13 @@ def test_nearest_neighbour_against_sklearn():
             knn = neighbors.KNeighborsClassifier(1).fit(x[b, :i].numpy(), t[b, :i].numpy())
             ref[i] += float(knn.predict(x[b, i:i + 1].numpy())[0] == t[b, i])
     assert torch.allclose(ours.double(), ref / 5)
+
+
+def test_digits_images_equal_sklearn():
+    datasets = pytest.importorskip("sklearn.datasets")
+    from reprolib.data.images import digits_images
+    x, y = digits_images()
+    ref = datasets.load_digits()
+    assert x.shape == (1797, 8, 8) and x.dtype == torch.float32
+    assert torch.equal(y, torch.from_numpy(ref.target).long())
+    assert torch.allclose(x, torch.from_numpy(ref.images / 16.0).float())

@@ -25,7 +25,7 @@ _EXPORTS = exports_of({
     ".replay": ["ReservoirBuffer"],
     ".icl_tasks": ["counter_uniform", "hash32", "pooled_images", "sample_task_ids", "task_permutation",
                    "task_projection", "task_sequences", "unseen_task_ids"],
-    ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
+    ".images": ["FASHION_CLASSES", "digits", "digits_images", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],
     ".text": ["shakespeare"],
