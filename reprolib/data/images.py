@@ -86,3 +86,17 @@ def fashion_mnist(split: str = "train", data_dir: str | None = None) -> tuple[to
         + ". Get them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs into "
         + f"{DEBIAN_DIR}) or download the four IDX files from github.com/zalandoresearch/fashion-mnist "
         + "into a folder and set REPRO_DATA_DIR to it (or to its parent holding fashion-mnist/).")
+
+
+def digits_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as (images float32 [N, 8, 8] in [0, 1], labels int64 [N]), read straight from the
+    CSV that scikit-learn ships (sklearn/datasets/data/digits.csv.gz: 64 intensities 0..16 and the label per
+    row), without importing scikit-learn, whose import costs seconds in a smoke run."""
+    import importlib.util
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("scikit-learn is not installed; its digits CSV ships with it")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    images = torch.from_numpy(table[:, :-1].reshape(-1, 8, 8) / 16.0)
+    return images, torch.from_numpy(table[:, -1].astype(np.int64))

@@ -14,6 +14,7 @@ _EXPORTS = exports_of({
     ".continual": ["final_accuracy", "forgetting"],
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
+    ".icl": ["accuracy_by_position", "nearest_neighbour_by_position"],
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
                    "shared_bound_grid"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
