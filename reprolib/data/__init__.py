@@ -10,6 +10,7 @@
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
+    modular.py    modular arithmetic tables, several operations as data groups (grokking)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
     sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
 
@@ -29,6 +30,8 @@ _EXPORTS = exports_of({
     ".icl_tasks": ["counter_uniform", "hash32", "pooled_images", "sample_task_ids", "task_permutation",
                    "task_projection", "task_sequences", "unseen_task_ids"],
     ".images": ["FASHION_CLASSES", "digits", "digits_images", "fashion_mnist", "read_idx"],
+    ".modular": ["ModularData", "OPERATIONS", "modular_arithmetic"],
+    ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",
                 "sphere_teacher", "teacher_labels"],
