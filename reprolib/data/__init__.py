@@ -9,6 +9,7 @@
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
+    class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
 Submodules load on first use (reprolib/_lazy.py says why).
@@ -22,6 +23,7 @@ _EXPORTS = exports_of({
     ".corpus": ["TokenCorpus"],
     ".regression": ["regression"],
     ".replay": ["ReservoirBuffer"],
+    ".class_hmm": ["ClassHMM", "class_hmm"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],

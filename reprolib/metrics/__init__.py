@@ -10,6 +10,7 @@ _EXPORTS = exports_of({
                    "top_hessian_eigenvalue"],
     ".calibration": ["ece", "reliability_bins"],
     ".continual": ["final_accuracy", "forgetting"],
+    ".embedding": ["grad_cosine", "mean_pairwise_cosine"],
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
@@ -26,6 +27,7 @@ _EXPORTS = exports_of({
                         "partition_radius", "random_direction", "softmax_radius", "taylor_partial_sums",
                         "unit_direction"],
     ".sparsity": ["drop_rates", "essential_sparsity"],
+    ".ranking": ["roc_auc"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
 })

@@ -9,6 +9,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"],
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
                        ".features": ["WithFeatures"],
+                       ".electra": ["BidirectionalAttention", "Electra", "ElectraOut", "bidirectional", "mask_tokens"],
                        ".idempotent": ["IdempotentMLP"],
                        ".domain_heads": ["DomainHeads", "drm_loss", "select_batch", "select_sample", "softmax_entropy"]})
 attach(__name__, _EXPORTS)

@@ -1,0 +1,82 @@
+"""A topic-switched class HMM: token sequences with exact token-level and sequence-level labels.
+
+Each sequence draws a topic z; its word classes c_1..c_T follow a Markov chain whose transition matrix
+depends on the topic, and each word w_t is drawn from class c_t's lexicon:
+
+    z ~ Uniform(n_topics),   c_1 ~ pi,   c_t ~ A_z[c_{t-1}, :],   w_t ~ B[c_t, :]
+    A_z = (1 - topic_mix) A_shared + topic_mix A_topic(z)      (each row sparse: `successors` classes)
+
+Every word belongs to `classes_per_word` classes, so a word alone does not give its class: tagging c_t
+and classifying z both need context, as the downstream tasks of a pretrained encoder do. Within a class,
+words follow a Zipf(1) law in a random order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ClassHMM:
+    start: torch.Tensor        # (K,) pi
+    trans: torch.Tensor        # (n_topics, K, K) A_z, rows sum to 1
+    emit: torch.Tensor         # (K, V) B, rows sum to 1
+    vocab_size: int
+    n_classes: int
+    n_topics: int
+
+    def to(self, device) -> "ClassHMM":
+        return ClassHMM(self.start.to(device), self.trans.to(device), self.emit.to(device), self.vocab_size,
+                        self.n_classes, self.n_topics)
+
+    def sample(self, n: int, seq_len: int, generator: torch.Generator | None = None):
+        """(tokens (n, T), classes (n, T), topics (n,)), int64 on the parameters' device. The chain by
+        inverse-CDF draws, the words class by class (one multinomial per class)."""
+        dev = self.start.device
+        rand = lambda *shape: torch.rand(shape, generator=generator, device=dev, dtype=torch.float64)
+        cdf = self.trans.cumsum(-1)
+        z = torch.randint(self.n_topics, (n,), generator=generator, device=dev)
+        c = torch.empty(n, seq_len, dtype=torch.long, device=dev)
+        c[:, 0] = (self.start.cumsum(0)[None] < rand(n, 1)).sum(1)
+        for t in range(1, seq_len):
+            c[:, t] = (cdf[z, c[:, t - 1]] < rand(n, 1)).sum(1)
+        c.clamp_(max=self.n_classes - 1)   # a u above the last cdf entry by rounding
+        w = torch.empty_like(c)
+        for k in range(self.n_classes):
+            at = c == k
+            m = int(at.sum())
+            if m:
+                w[at] = torch.multinomial(self.emit[k], m, replacement=True, generator=generator)
+        return w, c, z
+
+
+def class_hmm(vocab_size: int = 1000, n_classes: int = 32, n_topics: int = 4, classes_per_word: int = 2,
+              successors: int = 4, topic_mix: float = 0.3, seed: int = 0) -> ClassHMM:
+    """The generator's parameters, from the seed alone."""
+    if classes_per_word > n_classes or successors > n_classes:
+        raise ValueError("classes_per_word and successors must not exceed n_classes")
+    rng = np.random.default_rng(seed)
+    K, V = n_classes, vocab_size
+
+    def sparse_rows():
+        A = np.zeros((K, K))
+        for k in range(K):
+            A[k, rng.choice(K, successors, replace=False)] = rng.dirichlet(np.ones(successors))
+        return A
+
+    shared = sparse_rows()
+    trans = np.stack([(1 - topic_mix) * shared + topic_mix * sparse_rows() for _ in range(n_topics)])
+    member = np.zeros((K, V), bool)
+    for w in range(V):
+        member[rng.choice(K, classes_per_word, replace=False), w] = True
+    for k in np.flatnonzero(~member.any(1)):   # a small vocabulary can leave a class without words
+        member[k, rng.integers(V)] = True
+    emit = np.zeros((K, V))
+    for k in range(K):
+        words = rng.permutation(np.flatnonzero(member[k]))
+        emit[k, words] = 1.0 / np.arange(1, len(words) + 1)
+    emit /= emit.sum(1, keepdims=True)
+    f = lambda a: torch.tensor(a, dtype=torch.float64)
+    return ClassHMM(f(np.full(K, 1.0 / K)), f(trans), f(emit), V, K, n_topics)
