@@ -4,7 +4,9 @@ Each sequence draws a topic z; its word classes c_1..c_T follow a Markov chain w
 depends on the topic, and each word w_t is drawn from class c_t's lexicon:
 
     z ~ Uniform(n_topics),   c_1 ~ pi,   c_t ~ A_z[c_{t-1}, :],   w_t ~ B[c_t, :]
-    A_z = (1 - topic_mix) A_shared + topic_mix A_topic(z)      (each row sparse: `successors` classes)
+    A_z = (1 - topic_mix) A_shared + topic_mix A_topic(z)
+    (every row has the same `successors` classes in all topics; the topics differ only in their weights,
+    so a topic shows only through many transitions)
 
 Every word belongs to `classes_per_word` classes, so a word alone does not give its class: tagging c_t
 and classifying z both need context, as the downstream tasks of a pretrained encoder do. Within a class,
@@ -53,21 +55,22 @@ class ClassHMM:
 
 
 def class_hmm(vocab_size: int = 1000, n_classes: int = 32, n_topics: int = 4, classes_per_word: int = 2,
-              successors: int = 4, topic_mix: float = 0.3, seed: int = 0) -> ClassHMM:
+              successors: int = 16, topic_mix: float = 0.3, seed: int = 0) -> ClassHMM:
     """The generator's parameters, from the seed alone."""
     if classes_per_word > n_classes or successors > n_classes:
         raise ValueError("classes_per_word and successors must not exceed n_classes")
     rng = np.random.default_rng(seed)
     K, V = n_classes, vocab_size
 
-    def sparse_rows():
+    support = np.stack([rng.choice(K, successors, replace=False) for _ in range(K)])
+
+    def rows():   # Dirichlet(1) weights on every class's successors
         A = np.zeros((K, K))
-        for k in range(K):
-            A[k, rng.choice(K, successors, replace=False)] = rng.dirichlet(np.ones(successors))
+        np.put_along_axis(A, support, rng.dirichlet(np.ones(successors), size=K), axis=1)
         return A
 
-    shared = sparse_rows()
-    trans = np.stack([(1 - topic_mix) * shared + topic_mix * sparse_rows() for _ in range(n_topics)])
+    shared = rows()
+    trans = np.stack([(1 - topic_mix) * shared + topic_mix * rows() for _ in range(n_topics)])
     member = np.zeros((K, V), bool)
     for w in range(V):
         member[rng.choice(K, classes_per_word, replace=False), w] = True

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 def mean_pairwise_cosine(E: torch.Tensor) -> float:
     """Average cosine similarity over all ordered pairs of distinct rows of E (n, d)."""
-    u = F.normalize(E.float(), dim=-1)
+    u = F.normalize(E.detach().float(), dim=-1)
     n = len(u)
     total = u.sum(0).pow(2).sum() - u.pow(2).sum()    # sum_{i != j} u_i . u_j without the n x n matrix
     return float(total / (n * (n - 1)))

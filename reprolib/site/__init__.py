@@ -83,11 +83,12 @@ PATH = [
      "stopping rule that needs no validation data; neural collapse, and a model of how far from it trained "
      "features stay; continual learning with a replay memory, where a network that reads its own prediction "
      "back forgets less and is better calibrated; limiting a classifier's confidence so that many samples cover the "
-     "answer (pass@N); domain-specific heads chosen by their uncertainty at test time for held-out domains.",
+     "answer (pass@N); domain-specific heads chosen by their uncertainty at test time for held-out domains; two losses pulling "
+     "one shared embedding table apart in ELECTRA-style pre-training, and a stop-gradient that separates them (GDES).",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model", "idempotent_replay_cl",
-      "pass_at_n_dco_confidence", "drm_domain_specific_heads"]),
+      "pass_at_n_dco_confidence", "drm_domain_specific_heads", "gdes_electra_embedding"]),
     ("9. Low rank and sparsity", "Adam's state kept in a low-rank projection of the gradient (GaLore), and "
      "full-rank updates under that memory by scaling the residual gradient as Adam would (Fira); then searching a "
      "binary mask over frozen pretrained weights with learnable scores and a straight-through top-k, against "
