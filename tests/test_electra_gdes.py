@@ -175,3 +175,25 @@ def test_roc_auc_against_sklearn():
         assert metrics.roc_auc(s_tied, y) == pytest.approx(roc_auc_score(y.numpy(), s_tied.numpy()), abs=1e-12)
     assert metrics.roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])) == 1.0
     assert metrics.roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([1, 1])) != metrics.roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([1, 1]))
+
+
+def test_class_hmm_posteriors_against_enumeration():
+    import itertools
+    h = data.class_hmm(vocab_size=5, n_classes=3, n_topics=2, classes_per_word=2, successors=2, topic_mix=0.6, seed=4)
+    w = torch.tensor([[0, 3, 1, 4], [2, 2, 0, 1]])
+    p_z, p_c = h.posteriors(w)
+    for i in range(2):   # p(w, c, z) summed over every class sequence and topic
+        joint_z = torch.zeros(2, dtype=torch.float64)
+        joint_c = torch.zeros(4, 3, dtype=torch.float64)
+        for z in range(2):
+            for cs in itertools.product(range(3), repeat=4):
+                p = h.start[cs[0]] * h.emit[cs[0], w[i, 0]] / 2
+                for t in range(1, 4):
+                    p = p * h.trans[z, cs[t - 1], cs[t]] * h.emit[cs[t], w[i, t]]
+                joint_z[z] += p
+                for t in range(4):
+                    joint_c[t, cs[t]] += p
+        torch.testing.assert_close(p_z[i], joint_z / joint_z.sum())
+        torch.testing.assert_close(p_c[i], joint_c / joint_c.sum(1, keepdim=True))
+    acc = h.bayes_accuracy(*h.sample(400, 4, torch.Generator().manual_seed(0)))
+    assert 0 <= acc["topic"] <= 100 and 0 <= acc["tag"] <= 100 and acc["mean"] == (acc["tag"] + acc["topic"]) / 2

@@ -53,6 +53,43 @@ class ClassHMM:
                 w[at] = torch.multinomial(self.emit[k], m, replacement=True, generator=generator)
         return w, c, z
 
+    @torch.no_grad()
+    def posteriors(self, w: torch.Tensor):
+        """Exact posteriors given the words w (n, T): p(z | w) (n, n_topics) and p(c_t | w) (n, T, K), by the
+        scaled forward-backward recursions under each topic, mixed by p(z | w):
+            alpha_t = (alpha_{t-1} A_z) * B[:, w_t],   beta_t = A_z (B[:, w_{t+1}] * beta_{t+1})."""
+        e = self.emit[:, w].permute(1, 2, 0)                       # (n, T, K): B[c, w_t]
+        n, T, K = e.shape
+        loglik, marg = [], []
+        for A in self.trans:
+            a = self.start[None] * e[:, 0]
+            norms = [a.sum(1, keepdim=True)]
+            alphas = [a / norms[0]]
+            for t in range(1, T):
+                a = (alphas[-1] @ A) * e[:, t]
+                norms.append(a.sum(1, keepdim=True))
+                alphas.append(a / norms[-1])
+            b = torch.ones(n, K, dtype=e.dtype, device=e.device)
+            betas = [b]
+            for t in range(T - 1, 0, -1):
+                b = (e[:, t] * b) @ A.T
+                betas.append(b / b.sum(1, keepdim=True))
+            m = torch.stack(alphas, 1) * torch.stack(betas[::-1], 1)
+            marg.append(m / m.sum(-1, keepdim=True))
+            loglik.append(torch.cat(norms, 1).log().sum(1))
+        loglik = torch.stack(loglik, 1) + torch.tensor(1.0 / self.n_topics, dtype=e.dtype).log()
+        p_z = (loglik - loglik.logsumexp(1, keepdim=True)).exp()
+        p_c = torch.einsum("nz,zntk->ntk", p_z, torch.stack(marg))
+        return p_z, p_c
+
+    def bayes_accuracy(self, w, c, z) -> dict:
+        """Accuracy (%) of the Bayes-optimal predictors, argmax p(c_t | w) and argmax p(z | w): the ceilings
+        of the two downstream tasks."""
+        p_z, p_c = self.posteriors(w)
+        tag = 100 * float((p_c.argmax(-1) == c).double().mean())
+        topic = 100 * float((p_z.argmax(-1) == z).double().mean())
+        return dict(tag=tag, topic=topic, mean=(tag + topic) / 2)
+
 
 def class_hmm(vocab_size: int = 1000, n_classes: int = 32, n_topics: int = 4, classes_per_word: int = 2,
               successors: int = 16, topic_mix: float = 0.3, seed: int = 0) -> ClassHMM:
