@@ -11,6 +11,7 @@
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     modular.py    modular arithmetic tables, several operations as data groups (grokking)
+    class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
     sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
 
@@ -31,6 +32,7 @@ _EXPORTS = exports_of({
                    "task_projection", "task_sequences", "unseen_task_ids"],
     ".images": ["FASHION_CLASSES", "digits", "digits_images", "fashion_mnist", "read_idx"],
     ".modular": ["ModularData", "OPERATIONS", "modular_arithmetic"],
+    ".class_hmm": ["ClassHMM", "class_hmm"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",

@@ -9,6 +9,7 @@ from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
     ".checkpoint_merge": ["adapter_state", "load_adapter_state", "mwa_metric", "mwa_weights", "weighted_average"],
+    ".embedding_sharing": ["GDESEmbedding", "MODES", "discriminator_table", "share_embeddings"],
     ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
     ".lora": ["LoRALinear", "accumulate_grads", "lora_init", "lora_linears", "lora_sb_init", "lora_xs_init",
               "trainable_count", "update_approximation"],

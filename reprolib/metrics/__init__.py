@@ -13,6 +13,7 @@ _EXPORTS = exports_of({
     ".calibration": ["ece", "reliability_bins"],
     ".continual": ["final_accuracy", "forgetting"],
     ".correlation": ["rankdata", "spearman"],
+    ".embedding": ["grad_cosine", "mean_pairwise_cosine"],
     ".cost": ["count_flops", "count_passes"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".icl": ["accuracy_by_position", "nearest_neighbour_by_position"],
@@ -33,6 +34,7 @@ _EXPORTS = exports_of({
                         "partition_radius", "random_direction", "softmax_radius", "taylor_partial_sums",
                         "unit_direction"],
     ".sparsity": ["drop_rates", "essential_sparsity"],
+    ".ranking": ["roc_auc"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
 })

@@ -11,6 +11,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".features": ["WithFeatures"],
                        ".projector": ["MultiHeadProjector", "projection_mlp"],
                        ".generate": ["NGramBlocker", "generate", "top_p_filter"],
+                       ".electra": ["BidirectionalAttention", "Electra", "ElectraOut", "bidirectional", "mask_tokens"],
                        ".idempotent": ["IdempotentMLP"],
                        ".ntk_two_layer": ["ntk_two_layer", "ntk_two_layer_init"],
                        ".sequence_input": ["vector_input_gpt"],

@@ -102,13 +102,14 @@ PATH = [
      "robust training loss still converges with non-IID clients; a Transformer meta-trained on many randomly "
      "projected tasks that turns from memorising its tasks into learning new ones in context as the number of "
      "tasks grows; grokking in a mixture-of-experts model watched through the expert pathways of its training "
-     "samples.",
+     "samples; two losses pulling one shared embedding table apart in ELECTRA-style pre-training, and a "
+     "stop-gradient that separates them (GDES).",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
      ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model",
       "idempotent_replay_cl", "pass_at_n_dco_confidence", "drm_domain_specific_heads",
       "amcl_multihead_contrast", "hyperfitting_greedy_ttr", "fed_adversarial_converge",
-      "gpicl_task_count_transition", "moe_pathway_grokking"]),
+      "gpicl_task_count_transition", "moe_pathway_grokking", "gdes_electra_embedding"]),
     ("9. Low rank and sparsity",
      "Adam's state kept in a low-rank projection of the gradient (GaLore), and full-rank updates under that "
      "memory by scaling the residual gradient as Adam would (Fira); then searching a binary mask over frozen "

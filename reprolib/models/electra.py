@@ -1,0 +1,98 @@
+"""ELECTRA-style pre-training (replaced token detection) with the library's GPT as a bidirectional
+encoder, for
+
+    DeBERTaV3: Improving DeBERTa using ELECTRA-Style Pre-Training with Gradient-Disentangled Embedding Sharing
+    Pengcheng He, Jianfeng Gao, Weizhu Chen (ICLR 2023), https://arxiv.org/abs/2111.09543
+    official code: https://github.com/microsoft/DeBERTa (DeBERTa/apps/tasks/rtd_task.py)
+
+The encoder is reprolib.models.GPT with every attention made bidirectional in place (`bidirectional`):
+the same blocks, norms, RoPE and SwiGLU, without the causal mask. The generator's output layer is tied
+to its token embedding (an MLM head, as in BERT and DeBERTa); the discriminator's is one logit a token.
+
+One step on a batch x (Sec. 2):
+    x~  = x with a random 15% of positions replaced by [MASK]                 (mask_tokens)
+    L_MLM = CE(G(x~), x) at the masked positions
+    x^  = x~ with each masked position replaced by a sample from G's softmax   (one multinomial draw,
+          temperature 1, no gradient: official make_electra_data)
+    RTD label_t = [x^_t != x_t]  (only masked positions can be replaced)
+    L_RTD = mean over all positions of BCE(D(x^)_t, label_t)
+    L = L_MLM + lambda L_RTD                                                    (eq. 3)
+Embedding sharing (ES, NES, GDES) is reprolib/layers/embedding_sharing.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..layers.embedding_sharing import share_embeddings
+from .gpt import GPT, Attention, GPTConfig
+
+
+class BidirectionalAttention(Attention):
+    """Attention without the causal mask: every token attends to every token."""
+
+    def forward(self, x):
+        y = F.scaled_dot_product_attention(*self.qkv_heads(x), is_causal=False)
+        return self.proj(rearrange(y, "b h t d -> b t (h d)"))
+
+
+def bidirectional(model: GPT) -> GPT:
+    """Make every attention of `model` bidirectional, in place (same parameters, same state_dict)."""
+    for block in model.blocks:
+        block.attn.__class__ = BidirectionalAttention
+    return model
+
+
+def mask_tokens(x: torch.Tensor, mask_id: int, prob: float, generator: torch.Generator | None = None):
+    """(x with a random `prob` of positions set to mask_id, the boolean mask). Every selected position
+    becomes [MASK] (the official RTD task: keep_prob 0, mask_prob 1); at least one position per batch."""
+    masked = torch.rand(x.shape, generator=generator, device=x.device) < prob
+    masked.view(-1)[0] |= ~masked.any()
+    return torch.where(masked, torch.full_like(x, mask_id), x), masked
+
+
+@dataclass
+class ElectraOut:
+    loss: torch.Tensor          # L_MLM + lambda L_RTD
+    mlm: torch.Tensor           # L_MLM
+    rtd: torch.Tensor           # L_RTD
+    corrupted: torch.Tensor     # x^
+    labels: torch.Tensor        # RTD labels, float
+    rtd_logits: torch.Tensor
+    masked: torch.Tensor
+    mlm_correct: torch.Tensor   # generator argmax == x at the masked positions (mean)
+
+
+class Electra(nn.Module):
+    """A generator and a discriminator (two bidirectional GPTs) with one of the embedding sharings."""
+
+    def __init__(self, gen_cfg: GPTConfig, disc_cfg: GPTConfig, sharing: str, mask_id: int,
+                 rtd_weight: float = 50.0, mask_prob: float = 0.15):
+        super().__init__()
+        if gen_cfg.vocab_size != disc_cfg.vocab_size or gen_cfg.d_model != disc_cfg.d_model:
+            raise ValueError("generator and discriminator must share vocabulary and width (the tables are shared)")
+        self.generator = bidirectional(GPT(gen_cfg))
+        self.generator.lm_head.weight = self.generator.tok_emb.weight          # tied MLM head
+        self.discriminator = bidirectional(GPT(disc_cfg))
+        self.discriminator.lm_head = nn.Linear(disc_cfg.d_model, 1)            # one RTD logit a token
+        share_embeddings(self.generator, self.discriminator, sharing)
+        self.sharing, self.mask_id, self.rtd_weight, self.mask_prob = sharing, mask_id, rtd_weight, mask_prob
+
+    def forward(self, x: torch.Tensor, masked: torch.Tensor) -> ElectraOut:
+        x_in = torch.where(masked, torch.full_like(x, self.mask_id), x)
+        logits, _ = self.generator(x_in)
+        logits = logits.float()
+        mlm = F.cross_entropy(logits[masked], x[masked])
+        with torch.no_grad():
+            sample = torch.multinomial(logits[masked].softmax(-1), 1)[:, 0]     # temperature 1
+            corrupted = x_in.clone()
+            corrupted[masked] = sample
+            labels = (corrupted != x).float()                                  # never set where not masked
+        rtd_logits = self.discriminator(corrupted)[0][..., 0].float()
+        rtd = F.binary_cross_entropy_with_logits(rtd_logits, labels)
+        correct = (logits[masked].argmax(-1) == x[masked]).float().mean()
+        return ElectraOut(mlm + self.rtd_weight * rtd, mlm, rtd, corrupted, labels, rtd_logits, masked, correct)
