@@ -137,6 +137,18 @@ def test_eps_rank_closed_forms():
     g = torch.Generator().manual_seed(0)
     low = torch.randn(50, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 40, generator=g, dtype=torch.float64)
     assert eps_rank(low, 1e-10) == 3
-    Q, K = low[:, :5], low[:30, 5:10]
-    U, sig, Vh = attention_svd(Q, K, 0.1)
-    torch.testing.assert_close((U * sig) @ Vh, torch.softmax(0.1 * Q @ K.T, -1))
+
+
+def test_attention_svd_and_svd_factors_match_torch_svd_and_eckart_young():
+    g = torch.Generator().manual_seed(6)
+    Q, K = (torch.randn(40, 4, generator=g, dtype=torch.float64) * 2 for _ in range(2))
+    U, sig, P = attention_svd(Q, K, 0.5)
+    torch.testing.assert_close(P, torch.softmax(0.5 * Q @ K.T, -1))
+    ref = torch.linalg.svdvals(P)
+    big = ref > 1e-6 * ref[0]
+    torch.testing.assert_close(sig[big], ref[big], rtol=1e-8, atol=1e-12)
+    for k in (1, 5, 12):
+        Uk, F = svd_factors(k)(Q, K, 0.5)
+        assert Uk.shape == (40, k) and F.shape == (40, k)
+        err = float((P - Uk @ F.T).norm())
+        assert abs(err - float(ref[k:].norm())) < 1e-9 * float(ref.norm())   # the best rank-k error

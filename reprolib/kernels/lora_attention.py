@@ -62,18 +62,24 @@ def taylor_factors(degree: int) -> Factorize:
 
 
 def attention_svd(Q: Tensor, K: Tensor, tau: float):
-    """(U, sigma, V^T) of the attention matrix P = D^{-1} exp(tau Q K^T): forms the L x L matrix."""
-    return torch.linalg.svd(torch.softmax(tau * Q @ K.T, -1), full_matrices=False)
+    """(U, sigma, P) for the attention matrix P = D^{-1} exp(tau Q K^T): its left singular vectors and
+    singular values, descending, from the symmetric eigendecomposition P P^T = U diag(sigma^2) U^T
+    (several times faster than an SVD on a GPU; singular values below ~1e-8 sigma_1 are not resolved,
+    which the rank-k approximations used here never need), and P itself. Forms the L x L matrix."""
+    P = torch.softmax(tau * Q @ K.T, -1)
+    lam, U = torch.linalg.eigh(P @ P.T)
+    return U.flip(-1), lam.flip(-1).clamp_min(0).sqrt(), P
 
 
 def svd_factors(rank: int, svd: tuple | None = None) -> Factorize:
     """The best rank-k approximation (Eckart-Young, Frobenius) of the attention matrix
-    P = D^{-1} exp(tau Q K^T) itself, as U F^T: any low-rank method's best case for P. The chain
-    renormalises the rows of U F^T, which changes little where P is well approximated. `svd`: a
-    precomputed attention_svd(Q, K, tau) of the same head. A reference, not a fast path."""
+    P = D^{-1} exp(tau Q K^T) itself, U_k (P^T U_k)^T = U_k U_k^T P with U_k its top-k left singular
+    vectors: any low-rank method's best case for P. The chain renormalises the rows of U F^T, which
+    changes little where P is well approximated. `svd`: a precomputed attention_svd(Q, K, tau) of the
+    same head. A reference, not a fast path."""
     def factorize(Q, K, tau):
-        U, sig, Vh = svd if svd is not None else attention_svd(Q, K, tau)
-        return U[:, :rank] * sig[:rank], Vh[:rank].T
+        U, _, P = svd if svd is not None else attention_svd(Q, K, tau)
+        return U[:, :rank], P.T @ U[:, :rank]
     return factorize
 
 
