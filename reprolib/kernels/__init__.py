@@ -7,6 +7,9 @@ _EXPORTS = exports_of({
     ".fp4": ["e2m1_round", "e4m3_round", "hadamard", "mxfp4_quantize", "nvfp4_quantize", "random_hadamard",
              "rht_matrix"],
     ".graphs": ["CapturedCall"],
+    ".lora_attention": ["adapted_weight", "attention_loss", "attention_svd", "budget_rank", "head_flops",
+                        "lora_attention_grads", "relative_error", "scale_to_entry_bound", "svd_factors",
+                        "taylor_degree", "taylor_factors", "taylor_features", "taylor_rank"],
     ".newton_schulz": ["NS5_COEFFICIENTS", "newton_schulz", "newton_schulz_many"],
     ".newton_schulz_schedule": ["NS6_SCHEDULE", "newton_schulz_schedule"],
 })

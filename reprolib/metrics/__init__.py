@@ -20,6 +20,7 @@ _EXPORTS = exports_of({
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
                    "shared_bound_grid"],
     ".memory": ["optimizer_state_bytes", "parameter_bytes"],
+    ".numerical_rank": ["eps_rank"],
     ".neural_collapse": ["class_means", "collapse_metrics", "covariance_traces", "covariances", "nc1",
                          "nc1_trace_ratio", "nc2_etf_distance", "nc3_self_duality"],
     ".precision_divergence": ["adam_v_hat", "capture_gemm_operands", "divergence_table", "loss_divergence",

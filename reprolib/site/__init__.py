@@ -118,11 +118,13 @@ PATH = [
      "an approximated first full fine-tuning step (LoRA-SB) or updated through Adafactor's factored second "
      "moments (AdaPreLoRA); how much of a pretrained network one-shot magnitude pruning can remove before it "
      "breaks (essential sparsity); which weights become low-rank during pretraining and how a per-matrix rank "
-     "allocation compresses them (WeLore); merging a run's adapter checkpoints by metric-weighted averaging.",
+     "allocation compresses them (WeLore); merging a run's adapter checkpoints by metric-weighted averaging; "
+     "when the LoRA gradient of attention can be computed through low-rank factors at all (a norm threshold of "
+     "order sqrt(log L)).",
      "Stages 2-3; singular value decomposition; convolutional networks.",
      ["fira_lowrank_fullrank", "lottery_jackpot_mask_search", "lora_sb_update_init",
       "adaprelora_preconditioner", "essential_sparsity_oneshot", "welore_lowrank_emergence",
-      "mwa_lora_ckpt_merge"]),
+      "mwa_lora_ckpt_merge", "lora_norm_phase_transition"]),
     ("10. Capstone: everything side by side",
      "Eight optimizers under one protocol; what a ranking can and cannot say.",
      "Stages 2-3.",
