@@ -10,12 +10,14 @@
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
+    advising.py   a generated advising task: facts mixed into the plays, markdown Q&A dialogues
 
 Submodules load on first use (reprolib/_lazy.py says why).
 """
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".advising": ["ATTRIBUTES", "AdvisingData", "advising_data", "answer_line", "fact_table", "prompt"],
     ".batches": ["SeedBatches", "lm_batch", "lm_eval_batches"],
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],

@@ -7,6 +7,7 @@ _EXPORTS = exports_of({
     ".fp4": ["e2m1_round", "e4m3_round", "hadamard", "mxfp4_quantize", "nvfp4_quantize", "random_hadamard",
              "rht_matrix"],
     ".graphs": ["CapturedCall"],
+    ".nf4": ["NF4_OFFSET", "nf4_code", "nf4_dequantize", "nf4_fake_quant", "nf4_quantize"],
     ".newton_schulz": ["NS5_COEFFICIENTS", "newton_schulz", "newton_schulz_many"],
     ".newton_schulz_schedule": ["NS6_SCHEDULE", "newton_schulz_schedule"],
 })
