@@ -14,6 +14,7 @@
     class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
     sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
+    advising.py   a generated advising task: facts mixed into the plays, markdown Q&A dialogues
 
 Submodules load on first use (reprolib/_lazy.py says why).
 """
@@ -22,6 +23,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({
     ".augment": ["AUGMENT_REGIMES", "augment_views"],
     ".words": ["UNK", "shakespeare_words", "split_words"],
+    ".advising": ["ATTRIBUTES", "AdvisingData", "advising_data", "answer_line", "fact_table", "prompt"],
     ".batches": ["SeedBatches", "lm_batch", "lm_eval_batches"],
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],

@@ -10,6 +10,7 @@ _EXPORTS = exports_of({
     ".lora_attention": ["adapted_weight", "attention_loss", "attention_svd", "budget_rank", "head_flops",
                         "lora_attention_grads", "relative_error", "scale_to_entry_bound", "svd_factors",
                         "taylor_degree", "taylor_factors", "taylor_features", "taylor_rank"],
+    ".nf4": ["NF4_OFFSET", "nf4_code", "nf4_dequantize", "nf4_fake_quant", "nf4_quantize"],
     ".newton_schulz": ["NS5_COEFFICIENTS", "newton_schulz", "newton_schulz_many"],
     ".newton_schulz_schedule": ["NS6_SCHEDULE", "newton_schulz_schedule"],
 })

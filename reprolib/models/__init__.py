@@ -10,7 +10,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
                        ".features": ["WithFeatures"],
                        ".projector": ["MultiHeadProjector", "projection_mlp"],
-                       ".generate": ["NGramBlocker", "generate", "top_p_filter"],
+                       ".generate": ["NGramBlocker", "generate", "greedy_complete", "top_p_filter"],
                        ".electra": ["BidirectionalAttention", "Electra", "ElectraOut", "bidirectional", "mask_tokens"],
                        ".idempotent": ["IdempotentMLP"],
                        ".ntk_two_layer": ["ntk_two_layer", "ntk_two_layer_init"],

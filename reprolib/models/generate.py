@@ -1,4 +1,5 @@
-"""Decoding a language model: greedy, nucleus (top-p) sampling, and an n-gram citation blocker.
+"""Decoding a language model: greedy, nucleus (top-p) sampling, and an n-gram citation blocker; prompts
+of different lengths answered greedily in one batch (greedy_complete).
 
     out = generate(model, contexts, 128)                                   # greedy
     out = generate(model, contexts, 128, top_p=0.9, generator=gen)         # nucleus sampling
@@ -19,7 +20,7 @@ from collections import defaultdict
 
 import torch
 
-__all__ = ["NGramBlocker", "generate", "top_p_filter"]
+__all__ = ["NGramBlocker", "generate", "greedy_complete", "top_p_filter"]
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
@@ -79,3 +80,15 @@ def generate(model, contexts: torch.Tensor, new_tokens: int, top_p: float | None
         x = torch.cat([x, nxt[:, None]], 1)
     new = torch.stack(out, 1)
     return (new, torch.stack(ent, 1)) if return_entropy else new
+
+
+@torch.no_grad()
+def greedy_complete(model, prompts: list[torch.Tensor], max_new: int, pad_id: int,
+                    stop_id: int | None = None) -> list[list[int]]:
+    """Continue each prompt (1-D token ids) greedily, all in one batch: prompts are left-padded with
+    `pad_id` to one length (pick a token the model sees between documents, e.g. a newline). Returns the
+    new ids of each prompt, cut before its first `stop_id`."""
+    width = max(len(p) for p in prompts)
+    idx = torch.stack([torch.cat([p.new_full((width - len(p),), pad_id), p]) for p in prompts])
+    new = generate(model, idx, max_new).tolist() if max_new > 0 else [[] for _ in prompts]
+    return [row[:row.index(stop_id)] if stop_id is not None and stop_id in row else row for row in new]
