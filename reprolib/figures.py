@@ -301,6 +301,9 @@ def main(argv=None, root: Path | None = None) -> int:
     schedule(jobs, root, scale, gpus, per_gpu, args.start_within * 60 if args.start_within else None)
     wall = time.perf_counter() - t0
     done = [j for j in jobs if j.status == "ok"]
+    for j in done:   # again at the end: pending.json may have been replaced while the runs went on
+        if j.mode in ("main", "reseed"):   # (a checkout copied over the running one)
+            settle(root, "runs" if j.mode == "main" else "reseeds", j.slug)
     print(f"\n{len(done)}/{len(jobs)} runs ok in {wall / 60:.1f} min of wall time; the runs' own wall times "
           f"sum to {sum(j.extra.get('wall_s', 0) for j in jobs) / 60:.1f} min")
     for j in jobs:

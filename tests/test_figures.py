@@ -115,3 +115,26 @@ def test_never_run_notebooks_start_first_and_a_lease_stops_new_starts(tmp_path, 
     figures.schedule([old, reseed], tmp_path, "full", [0], per_gpu=2, start_within_s=0.0)
     assert old.status == "not started" and reseed.status == "not started"
     assert "past --start-within" in capsys.readouterr().out
+
+
+def test_what_ran_is_settled_again_at_the_end(tmp_path, monkeypatch):
+    """A checkout copied over the running one (a GPU lease's next call) can put back an older
+    pending.json mid-run; the runner settles every successful run again when all have finished."""
+    nb = tmp_path / "notebooks" / "t" / "good.ipynb"
+    nb.parent.mkdir(parents=True)
+    nb.write_text(json.dumps(nb_json(GOOD)))
+    pending = tmp_path / "figures" / "pending.json"
+    pending.parent.mkdir()
+    owed = json.dumps({"runs": {"good": "first run"}, "reseeds": {"good": "pending"}})
+    pending.write_text(owed)
+
+    def schedule(jobs, *a, **k):
+        for j in jobs:
+            j.status = "ok"
+        pending.write_text(owed)        # the older copy comes back after the runs settled it
+
+    monkeypatch.setattr(figures, "schedule", schedule)
+    monkeypatch.setenv("REPRO_SCALE", "full")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert figures.main(["--reseed"], root=tmp_path) == 0
+    assert json.loads(pending.read_text()) == {"runs": {}, "reseeds": {}}
