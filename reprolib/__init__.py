@@ -9,7 +9,7 @@
     metrics/    spectra, curvature, attention entropy, the softmax step radius, training progress
     penalties/  regularisers added to a loss (invariance, Hessian alignment)
     hyper/      gradient-based hyperparameter tuning (Self-Tuning Networks)
-    train.py    one training loop and a multi-seed runner
+    train.py    one training loop, the same loop for a stack of models side by side, a multi-seed runner
     plotting.py one figure style
 
 Subpackages load on first use (reprolib/_lazy.py says why).

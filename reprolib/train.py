@@ -1,4 +1,5 @@
-"""One readable training loop, a language-model wrapper around it, and a multi-seed runner.
+"""One readable training loop, a language-model wrapper around it, the same loop for a stack of models
+trained side by side (seeds or grid points as one vmapped model), and a multi-seed runner.
 (Tuning lives in the harness: `Run.tune`.)
 
     hist = train_lm(model, opt, corpus.train, corpus.val, steps=1000, batch_size=32, seq_len=256,
@@ -169,6 +170,76 @@ def stacked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     labels = labels.expand(logits.shape[:2])
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     return ce.view(labels.shape).mean(1)
+
+
+def train_stack(stack: torch.nn.Module, optimizer: torch.optim.Optimizer, next_batch: Callable[[int], tuple],
+                loss_fn: Callable, steps: int, rates, evaluate: Callable | None = None, eval_every: int | None = None,
+                stop: Callable | None = None, warmup: int = 0, schedule: str = "cosine", final_lr: float = 0.0,
+                examples_per_step: int = 1, amp: bool = True,
+                select: Callable | None = None) -> list[History]:
+    """Train the R members of a models.ModelStack side by side, member r as `train` would train it alone
+    with learning rate rates[r]: one History per member.
+
+    The optimizer is built on stack.parameters() with lr=1 (optim.member_step applies each member's
+    rate times the schedule's multiplier). loss_fn(stack, batch) -> [R] per-member losses (e.g.
+    stacked_cross_entropy); their sum gives every member its own gradient. evaluate(stack) -> [R]
+    values, every `eval_every` steps and at the end; stop(values) -> [R] bools: a member that stops
+    keeps its weights from then on and its History ends there (so does one whose value is not
+    finite). The loop ends when every member has stopped. select(stack) -> [R] fills hist.select_loss.
+    """
+    from .optim.member_step import member_step
+    if steps < 1 or (evaluate is not None and (eval_every or 0) < 1):
+        raise ValueError(f"steps={steps} and eval_every={eval_every} must be >= 1")
+    device = next(stack.parameters()).device
+    rates = torch.as_tensor(rates, dtype=torch.float32, device=device)
+    R = rates.numel()
+    active = torch.ones(R, dtype=torch.bool, device=device)
+    hists = [History() for _ in range(R)]
+    running, n_running, t0 = torch.zeros(R, device=device), 0, time.perf_counter()
+
+    def log(step):
+        stack.eval()
+        with torch.no_grad(), autocast(device, amp):
+            values = torch.as_tensor(evaluate(stack), dtype=torch.float64).reshape(R).cpu() if evaluate else None
+        stack.train()
+        train_loss = (running / max(n_running, 1)).cpu()
+        live = active.cpu()
+        for r in range(R):
+            if live[r]:
+                h = hists[r]
+                h.steps.append(step), h.tokens.append(step * examples_per_step), h.time_s.append(time.perf_counter() - t0)
+                h.train_loss.append(float(train_loss[r]) if n_running else float("nan"))
+                h.val_loss.append(float(values[r]) if values is not None else float("nan"))
+        if values is not None:
+            done = ~torch.isfinite(values) | (torch.as_tensor(stop(values), dtype=torch.bool).cpu() if stop else False)
+            active.mul_(~done.to(device))
+
+    stack.train()
+    if evaluate:
+        log(0)
+    for step in range(steps):
+        if not active.any():
+            break
+        batch = next_batch(step)
+        with autocast(device, amp):
+            losses = loss_fn(stack, batch)
+        losses.sum().backward()
+        mult = lr_multiplier(step, steps, warmup, schedule, final_lr)
+        member_step(optimizer, rates * mult * active)
+        optimizer.zero_grad(set_to_none=True)
+        running += losses.detach().float()
+        n_running += 1
+        if evaluate and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            log(step + 1)
+            running, n_running = torch.zeros(R, device=device), 0
+    if select is not None:
+        stack.eval()
+        with torch.no_grad(), autocast(device, amp):
+            scores = torch.as_tensor(select(stack), dtype=torch.float64).reshape(R).cpu()
+        stack.train()
+        for h, v in zip(hists, scores):
+            h.select_loss = float(v)
+    return hists
 
 
 @torch.no_grad()
