@@ -16,7 +16,9 @@ Reseed. --reseed then reruns each notebook with a disjoint seed set (its seeds +
 main run's tuned learning rates, and writes figures/<slug>/reseed.json: each claim's outcome under
 both seed sets and whether the verdict held. Timing claims are carried over, so reseed runs pack.
 
-Smoke (REPRO_SCALE=smoke): executed notebooks go to .smoke/; nothing committed is touched.
+Smoke (REPRO_SCALE=smoke): executed notebooks go to .smoke/; nothing committed is touched. On a GPU
+host the smoke runs use the GPU: a few minutes that find the failures only CUDA shows (a CPU-only
+random generator, numpy on a device tensor, subnormals flushed to zero) before full-scale runs start.
 """
 from __future__ import annotations
 
@@ -291,7 +293,10 @@ def main(argv=None, root: Path | None = None) -> int:
         if n == 0:
             print("warning: no GPU visible; full-scale runs on the CPU will be very slow")
         gpus = list(range(n)) if n else [None]
-    per_gpu = args.per_gpu if scale == "full" else 1 if args.record_smoke_times else max(1, min(2, os.cpu_count() or 1))
+    # smoke: two at a time on a laptop, up to eight on a GPU host (a CUDA check of every notebook in minutes
+    # before a full-scale lease is spent on one that fails only on the GPU)
+    per_gpu = (args.per_gpu if scale == "full" else 1 if args.record_smoke_times
+               else min(8, max(2, (os.cpu_count() or 2) // 2)))
     threads = max(1, (os.cpu_count() or 2) // (per_gpu * len(gpus)))
     for j in jobs:
         j.extra["threads"] = (os.cpu_count() or 2) // len(gpus) if j.exclusive else threads
