@@ -9,6 +9,7 @@
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
+    vqa.py        a miniature visual question answering set on Fashion-MNIST, with text-only questions
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
 Submodules load on first use (reprolib/_lazy.py says why).
@@ -26,6 +27,7 @@ _EXPORTS = exports_of({
     ".plays": ["shakespeare_heldout"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],
     ".text": ["shakespeare"],
+    ".vqa": ["VOCAB", "VQABatch", "multimodal_questions", "sum_questions", "triple_splits", "vqa_batch", "vqa_eval_set"],
 })
 attach(__name__, _EXPORTS, modules=("regression",))
 __all__ = list(_EXPORTS)

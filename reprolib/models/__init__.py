@@ -10,6 +10,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
                        ".features": ["WithFeatures"],
                        ".idempotent": ["IdempotentMLP"],
+                       ".mllm": ["RandomPatchEncoder", "TinyMLLM", "aligned_layernorm"],
                        ".domain_heads": ["DomainHeads", "drm_loss", "select_batch", "select_sample", "softmax_entropy"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
