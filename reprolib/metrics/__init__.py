@@ -38,6 +38,7 @@ _EXPORTS = exports_of({
     ".ranking": ["roc_auc"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
+    ".token_dynamics": ["block_states", "direction_change", "group_means", "relative_update", "token_norms"],
 })
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

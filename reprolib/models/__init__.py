@@ -15,6 +15,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".idempotent": ["IdempotentMLP"],
                        ".ntk_two_layer": ["ntk_two_layer", "ntk_two_layer_init"],
                        ".sequence_input": ["vector_input_gpt"],
+                       ".mllm": ["RandomPatchEncoder", "TinyMLLM", "aligned_layernorm"],
                        ".domain_heads": ["DomainHeads", "drm_loss", "select_batch", "select_sample", "softmax_entropy"]})
 attach(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

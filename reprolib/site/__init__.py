@@ -74,9 +74,11 @@ PATH = [
     ("5. Keeping layers in range",
      "Attention entropy collapse and a spectral reparameterisation that prevents it; certified Lipschitz bounds"
      " from weight constraints applied after each optimizer step; a normalisation layer that gives back the "
-     "input norm RMSNorm discards.",
+     "input norm RMSNorm discards; high-norm visual tokens that a pre-norm language model barely updates, and "
+     "one LayerNorm that aligns them.",
      "Stage 4; power iteration, softmax attention, RMSNorm.",
-     ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm"]),
+     ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm",
+      "prenorm_visual_norm_gap"]),
     ("6. Beyond first order, and beyond fixed hyperparameters",
      "Natural-gradient-like steps, a trainable first layer, hyperparameters as functions of training.",
      "Stages 1-3; least squares.",
