@@ -8,6 +8,7 @@
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
+    domain_notes.py  synthetic clinical notes: invented patients and drugs, countable facts, a multiple-choice fact test
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
@@ -20,6 +21,7 @@ _EXPORTS = exports_of({
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],
     ".corpus": ["TokenCorpus"],
+    ".domain_notes": ["Facts", "fact_accuracy", "fact_choices", "make_facts", "notes_text"],
     ".regression": ["regression"],
     ".replay": ["ReservoirBuffer"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],

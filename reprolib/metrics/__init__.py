@@ -11,6 +11,8 @@ _EXPORTS = exports_of({
     ".calibration": ["ece", "reliability_bins"],
     ".continual": ["final_accuracy", "forgetting"],
     ".cost": ["count_flops", "count_passes"],
+    ".importance": ["dual_importance", "group_gradients", "magnitude_scores", "taylor_from_gradients",
+                    "taylor_importance", "wanda_scores"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
                    "shared_bound_grid"],
