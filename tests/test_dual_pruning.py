@@ -187,3 +187,23 @@ def test_fact_accuracy_reads_the_likelihoods():
                     logits[r, torch.arange(x.shape[1]), full[r, 1:]] = 5.0
             return logits, None
     assert dn.fact_accuracy(Oracle(), tokens, scored, answer, 3) == 1.0
+
+
+def test_sequential_prune_reads_inputs_of_the_already_pruned_blocks():
+    """Block 2's Gram matrix is read after block 1 was pruned: it equals the Gram matrix of the pruned
+    block 1's output, not the dense one's."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 6, bias=False), torch.nn.Linear(6, 4, bias=False))
+    x = torch.randn(30, 6)
+    seen = {}
+
+    def prune_block(mods, grams):
+        seen.update(grams)
+        masks = layers.row_masks({n: m.weight.abs() for n, m in mods.items()}, 0.5)
+        layers.apply_masks({n: m.weight for n, m in mods.items()}, masks)
+        return masks
+
+    masks = layers.sequential_prune([{"0": net[0]}, {"1": net[1]}], lambda: net(x), prune_block)
+    assert set(masks) == {"0", "1"}
+    h = (x @ net[0].weight.T).double()          # net[0] is pruned by now
+    torch.testing.assert_close(seen["1"], h.T @ h)

@@ -119,14 +119,13 @@ def damped(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sequential_prune(blocks, block_modules, run_model, prune_block) -> dict:
-    """For each block in order: read the Gram matrices of its modules' inputs with the earlier blocks already
-    pruned, then call prune_block(grams) -> {name: keep mask} (which edits the weights). Returns all masks.
-    block_modules[l]: {name: module} of block l."""
+def sequential_prune(block_modules, run_model, prune_block) -> dict:
+    """For each block in order: read the Gram matrices of its modules' inputs (the earlier blocks already
+    pruned), then call prune_block(modules, grams) -> {name: keep mask}, which edits the weights in place.
+    block_modules[l] is {name: module} of block l; run_model() feeds the calibration data. Returns all masks."""
     masks = {}
     for mods in block_modules:
-        grams = input_grams(mods, run_model)
-        masks.update(prune_block(mods, grams))
+        masks.update(prune_block(mods, input_grams(mods, run_model)))
     return masks
 
 

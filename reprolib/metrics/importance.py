@@ -47,8 +47,9 @@ def group_gradients(model, params: dict, groups, loss_fn):
     """Yield {name: grad} of loss_fn(model, group) for each calibration group (gradients of `params` only)."""
     names = list(params)
     for group in groups:
-        loss = loss_fn(model, group)
-        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        with torch.enable_grad():   # callers may score inside torch.no_grad()
+            loss = loss_fn(model, group)
+            grads = torch.autograd.grad(loss, [params[n] for n in names])
         yield dict(zip(names, grads))
 
 
