@@ -39,7 +39,7 @@ THEMES = {
                                     "spectral reparameterisation, normalisation layers and attention entropy."),
     "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
                                    "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
-                                   "matrix products, and which layers can afford them."),
+                                   "matrix products, and which layers can afford them; pruning a model down to one domain."),
     "training-dynamics-and-generalization": ("Training dynamics and generalization", "What training shapes beyond "
                                              "the training loss: warm starts and re-initialisation when data arrive "
                                              "over time, when learning stops, and how far the last-layer features "
