@@ -9,6 +9,7 @@
     images.py     digits (sklearn 8x8), fashion_mnist (IDX files, offline)
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
+    domain_notes.py  synthetic clinical notes: invented patients and drugs, countable facts, a multiple-choice fact test
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     modular.py    modular arithmetic tables, several operations as data groups (grokking)
     class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
@@ -29,6 +30,7 @@ _EXPORTS = exports_of({
     ".colored": ["colored_environment", "colored_mnist_envs"],
     ".rotated": ["ROTATED_ANGLES", "rotate_images", "rotated_domains"],
     ".corpus": ["TokenCorpus"],
+    ".domain_notes": ["Facts", "fact_accuracy", "fact_choices", "make_facts", "notes_text"],
     ".regression": ["regression"],
     ".replay": ["ReservoirBuffer"],
     ".icl_tasks": ["counter_uniform", "hash32", "pooled_images", "sample_task_ids", "task_permutation",

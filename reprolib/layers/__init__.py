@@ -16,6 +16,8 @@ _EXPORTS = exports_of({
     ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
                          "set_plan"],
     ".norms": ["DyT", "ScaledEmbedding", "SeeDNorm", "dyt_norms", "seednorm_norms"],
+    ".pruning": ["apply_masks", "damped", "input_grams", "obs_reference", "reconstruction_error", "row_masks",
+                 "sequential_prune", "sparsegpt_prune"],
     ".rank_reduction": ["low_rank_factors", "normalised_spectrum", "rank_reduction", "uniform_ranks", "welore_ranks"],
     ".score_mask": ["ScoreMasked", "StraightThroughMask", "magnitude_masks", "mask_iou", "score_masked",
                     "short_restriction_rate", "topk_mask", "update_masks"],

@@ -39,7 +39,7 @@ THEMES = {
                                     "spectral reparameterisation, normalisation layers and attention entropy."),
     "quantization-and-precision": ("Quantization and precision", "Training in fewer bits: block-scaled 4-bit "
                                    "formats, stochastic rounding, Hadamard transforms, simulated low-precision "
-                                   "matrix products, and which layers can afford them."),
+                                   "matrix products, and which layers can afford them; pruning a model down to one domain."),
     "training-dynamics-and-generalization": ("Training dynamics and generalization", "What training shapes beyond "
                                              "the training loss: warm starts and re-initialisation when data arrive "
                                              "over time, when learning stops, and how far the last-layer features "
@@ -86,10 +86,12 @@ PATH = [
     ("7. Training in fewer bits",
      "Block-scaled FP4 formats (NVFP4, MXFP4) in all three GEMMs of a linear layer: stochastic rounding, random"
      " Hadamard transforms, high-precision layers, and which of them matter; then estimating what each layer's "
-     "precision costs in loss and choosing precisions under a FLOP budget with an integer program.",
+     "precision costs in loss and choosing precisions under a FLOP budget with an integer program; pruning half"
+     " the weights of a model for one domain, with importance scores that keep both general text and the "
+     "domain's facts.",
      "Stage 2 (Stable-SPAM's simulated INT4); floating-point formats; Taylor expansions, integer linear "
      "programs.",
-     ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp"]),
+     ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp", "dual_pruning_domain"]),
     ("8. Training dynamics and generalization",
      "Why a network warm-started from its previous solution generalises worse than a fresh one trained on the "
      "same data, and how shrinking and perturbing the weights before each round restores it; reading a run from"
