@@ -234,3 +234,15 @@ def test_a_knob_replaced_at_smoke_says_so_at_the_knob(nb_path):
                     replaced |= {n.id for n in ast.walk(kw.value) if isinstance(n, ast.Name)} & set(lines)
     silent = sorted(n for n in replaced - {"scale", "seeds", "device"} if "smoke" not in lines[n])
     assert not silent, f"{nb_path.stem}: say at these knobs what smoke scale uses instead: {silent}"
+
+
+def test_no_export_table_names_a_module_twice():
+    """A package's `_EXPORTS` is a dict literal: a module named twice (two branches each adding an entry)
+    silently keeps only the later entry, and the names of the earlier one vanish."""
+    import ast
+    for init in sorted((ROOT / "reprolib").rglob("__init__.py")):
+        for node in ast.parse(init.read_text()).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_EXPORTS":
+                table = node.value.args[0] if isinstance(node.value, ast.Call) else node.value
+                keys = [ast.literal_eval(k) for k in table.keys]
+                assert len(keys) == len(set(keys)), f"{init.relative_to(ROOT)}: {sorted({k for k in keys if keys.count(k) > 1})}"

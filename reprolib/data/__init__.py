@@ -35,7 +35,6 @@ _EXPORTS = exports_of({
     ".replay": ["ReservoirBuffer"],
     ".icl_tasks": ["counter_uniform", "hash32", "pooled_images", "sample_task_ids", "task_permutation",
                    "task_projection", "task_sequences", "unseen_task_ids"],
-    ".images": ["FASHION_CLASSES", "digits", "digits_images", "fashion_mnist", "read_idx"],
     ".modular": ["ModularData", "OPERATIONS", "modular_arithmetic"],
     ".class_hmm": ["ClassHMM", "class_hmm"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
