@@ -193,3 +193,17 @@ def test_triton_compose_matches_the_pytorch_formulas(shape):
     want = torch.autograd.grad(ref32, [base, lora, gv], d.float())
     for a, b in zip(got, want):
         torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_interleaved_timing_and_peak_memory_off_cuda():
+    from reprolib.metrics import interleaved_ms, peak_transient_bytes, timing_spread
+    calls = []
+    t = interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, samples=3, warmup=2,
+                       inner=2, cuda=False)
+    assert set(t) == {"a", "b"} and all(len(v) == 3 and min(v) >= 0 for v in t.values())
+    assert calls[:4] == ["a", "a", "b", "b"] and calls[4:8] == ["a", "a", "b", "b"]   # warm-up, then alternation
+    assert len(calls) == 2 * 2 + 3 * 2 * 2
+    assert timing_spread([1.0, 1.0, 1.0]) == 0.0
+    assert abs(timing_spread(list(range(1, 12))) - (10.0 - 2.0) / 6.0) < 1e-12   # q10 2, q50 6, q90 10
+    import math
+    assert math.isnan(peak_transient_bytes(lambda: torch.zeros(3), torch.device("cpu")))

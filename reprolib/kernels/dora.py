@@ -134,13 +134,17 @@ if triton is not None:
 _BLOCK_T, _BLOCK_D = 32, 128
 
 
+def _on_triton(x: Tensor) -> bool:   # float64 stays with the PyTorch formulas: the kernels compute in fp32
+    return triton_ready(x.device) and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
+
+
 def _grid(T, D):
     return (triton.cdiv(T, _BLOCK_T), triton.cdiv(D, _BLOCK_D))
 
 
 def _forward(base2, lora2, g, scale, need_inner):
     """(out, inner or None) for [T, D] operands and g [D] in fp32."""
-    if triton_ready(base2.device):
+    if _on_triton(base2):
         T, D = base2.shape
         out = torch.empty_like(base2)
         inner = torch.empty_like(base2) if need_inner else out   # a dummy pointer when unused
@@ -155,7 +159,7 @@ def _forward(base2, lora2, g, scale, need_inner):
 
 def _backward(d, inner, g, scale, need_g):
     """(d_base, d_lora, d_g or None) for d_out [T, D]."""
-    if triton_ready(d.device):
+    if _on_triton(d):
         T, D = d.shape
         dbase, dlora = torch.empty_like(d), torch.empty_like(d)
         grid = _grid(T, D)
@@ -175,8 +179,8 @@ class FusedDoRACompose(torch.autograd.Function):
     @staticmethod
     def forward(ctx, base, lora, g, scale):
         shape, D = base.shape, base.shape[-1]
-        gf = g.reshape(D).to(torch.float32 if base.dtype != torch.float64 else torch.float64).contiguous()
-        need_g = g.requires_grad
+        gf = _g_vector(g, base)
+        need_g = ctx.needs_input_grad[2]
         out, inner = _forward(base.reshape(-1, D).contiguous(), lora.reshape(-1, D).contiguous(), gf, scale, need_g)
         ctx.save_for_backward(inner, gf)
         ctx.scale, ctx.g_shape, ctx.g_dtype, ctx.need_g = scale, g.shape, g.dtype, need_g
@@ -191,10 +195,20 @@ class FusedDoRACompose(torch.autograd.Function):
         return dbase.reshape(shape), dlora.reshape(shape), dg, None
 
 
+def _g_vector(g: Tensor, base: Tensor) -> Tensor:
+    return g.reshape(base.shape[-1]).to(_compute_dtype(base.dtype)).contiguous()
+
+
 def dora_compose(base: Tensor, lora: Tensor, g: Tensor, scale: float) -> Tensor:
     """The fused compose (a Triton kernel on CUDA, the same formulas in PyTorch elsewhere): base and
-    lora [..., D] of one dtype, g [D] or [1, D] (kept in fp32 inside, so g - 1 does not round to bf16)."""
-    return FusedDoRACompose.apply(base, lora, g, float(scale))
+    lora [..., D] of one dtype, g [D] or [1, D] (kept in fp32 inside, so g - 1 does not round to bf16).
+    Without gradients it launches the forward kernel directly (no autograd node, no inner)."""
+    if torch.is_grad_enabled() and (base.requires_grad or lora.requires_grad or g.requires_grad):
+        return FusedDoRACompose.apply(base, lora, g, float(scale))
+    D = base.shape[-1]
+    out, _ = _forward(base.reshape(-1, D).contiguous(), lora.reshape(-1, D).contiguous(), _g_vector(g, base),
+                      float(scale), False)
+    return out.reshape(base.shape)
 
 
 def compose_bytes(tokens: int, d_out: int, itemsize: int = 2) -> dict:

@@ -27,6 +27,7 @@ _EXPORTS = exports_of({
                         "unit_direction"],
     ".sparsity": ["drop_rates", "essential_sparsity"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
+    ".timing": ["interleaved_ms", "peak_transient_bytes", "timing_spread"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
 })
 attach(__name__, _EXPORTS)

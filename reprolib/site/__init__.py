@@ -96,11 +96,12 @@ PATH = [
      "Adafactor's factored second moments (AdaPreLoRA); how much of a pretrained network one-shot magnitude "
      "pruning can remove before it breaks (essential sparsity); which weights become low-rank during pretraining and "
      "how a per-matrix rank allocation compresses them (WeLore); merging a run's adapter checkpoints by "
-     "metric-weighted averaging.", "Stages 2-3; singular "
+     "metric-weighted averaging; DoRA at high rank, with its row norm computed without the dense adapter product "
+     "and its output composed by one fused GPU kernel.", "Stages 2-3; singular "
      "value decomposition; convolutional networks.", ["fira_lowrank_fullrank", "lottery_jackpot_mask_search",
                                                       "lora_sb_update_init", "adaprelora_preconditioner",
                                                       "essential_sparsity_oneshot", "welore_lowrank_emergence",
-                                                      "mwa_lora_ckpt_merge"]),
+                                                      "mwa_lora_ckpt_merge", "dora_factored_norm_kernel"]),
     ("10. Capstone: everything side by side", "Eight optimizers under one protocol; what a ranking can and cannot "
      "say.", "Stages 2-3.", ["optimizers_side_by_side"]),
 ]
