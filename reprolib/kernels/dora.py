@@ -134,8 +134,11 @@ if triton is not None:
 _BLOCK_T, _BLOCK_D = 32, 128
 
 
-def _on_triton(x: Tensor) -> bool:   # float64 stays with the PyTorch formulas: the kernels compute in fp32
-    return triton_ready(x.device) and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
+_KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)   # float64 stays with the PyTorch formulas
+
+
+def _on_triton(x: Tensor) -> bool:   # called per launch: attribute checks only
+    return triton is not None and x.is_cuda and x.dtype in _KERNEL_DTYPES
 
 
 def _grid(T, D):
