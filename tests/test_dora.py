@@ -207,3 +207,14 @@ def test_interleaved_timing_and_peak_memory_off_cuda():
     assert abs(timing_spread(list(range(1, 12))) - (10.0 - 2.0) / 6.0) < 1e-12   # q10 2, q50 6, q90 10
     import math
     assert math.isnan(peak_transient_bytes(lambda: torch.zeros(3), torch.device("cpu")))
+
+
+def test_use_triton_switch(monkeypatch):
+    monkeypatch.setattr(K, "triton", object())          # pretend Triton is importable
+    assert K.triton_ready("cuda") and not K.triton_ready("cpu")
+    K.use_triton(False)
+    try:
+        assert not K.triton_ready("cuda")
+    finally:
+        K.use_triton(True)
+    assert K.triton_ready("cuda")

@@ -42,9 +42,18 @@ except ImportError:   # CPU machines: the PyTorch formulas below stand in
     triton = None
 
 
+_enabled = {"triton": True}
+
+
+def use_triton(enabled: bool) -> None:
+    """Switch the Triton kernels on or off; off, the PyTorch formulas run on every device (a notebook turns them
+    off when the kernel fails to compile, rather than losing the run)."""
+    _enabled["triton"] = bool(enabled)
+
+
 def triton_ready(device: torch.device | str) -> bool:
     """True when the fused compose runs as a Triton kernel on this device."""
-    return triton is not None and torch.device(device).type == "cuda"
+    return triton is not None and _enabled["triton"] and torch.device(device).type == "cuda"
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -138,7 +147,7 @@ _KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)   # float64 stay
 
 
 def _on_triton(x: Tensor) -> bool:   # called per launch: attribute checks only
-    return triton is not None and x.is_cuda and x.dtype in _KERNEL_DTYPES
+    return triton is not None and _enabled["triton"] and x.is_cuda and x.dtype in _KERNEL_DTYPES
 
 
 def _grid(T, D):
