@@ -4,14 +4,14 @@
 Alexandra Zhuravlyova (2026), https://arxiv.org/abs/2603.22276, code https://github.com/sockeye44/dorafactors.
 DoRA: Liu et al. (2024), https://arxiv.org/abs/2402.09353.
 
-DoRA in PEFT's form (the paper's Eq. 1 and its Sec. 2): with W (d_out x d_in) frozen, A (r x d_in),
+DoRA in PEFT's form (the paper's Eq. 1, written as PEFT computes it): with W (d_out x d_in) frozen, A (r x d_in),
 B (d_out x r), scale s, magnitude m (d_out),
 
     y = W x + [ (g - 1) * (W x) + g * s * B A x ],     g = m / n,     n_i = ||W_i + s B_i A||_2,
 
 where n is detached from the graph (DoRA Sec. 4.3). The bracket is the "compose" this module fuses.
 
-Factored norm (the paper's Sec. 3), never forming the d_out x d_in product B A:
+Factored norm (the paper's first contribution), never forming the d_out x d_in product B A:
 
     n_i^2 = ||W_i||^2  +  2 s <B_i, (W A^T)_i>  +  s^2 <B_i, (B (A A^T))_i>
             base          cross (U = W A^T, d_out x r)   Gram (G = A A^T, r x r)
