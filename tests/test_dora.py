@@ -218,3 +218,27 @@ def test_use_triton_switch(monkeypatch):
     finally:
         K.use_triton(True)
     assert K.triton_ready("cuda")
+
+
+def test_peft_mode_follows_peft_dtypes_with_fp32_adapters_on_a_bf16_layer():
+    """peft upcasts a bf16 layer's adapter to fp32, casts the input to it, and casts the sum back to bf16."""
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 24, bias=True)).bfloat16()
+    pm = get_peft_model(net, LoraConfig(r=4, lora_alpha=8, target_modules=["0"], use_dora=True, lora_dropout=0.0))
+    layer = pm.base_model.model[0]
+    assert layer.lora_A["default"].weight.dtype == torch.float32      # peft's autocast_adapter_dtype
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_(0, 0.3)
+    ours = DoRALinear(layer.base_layer, 4, alpha=8, mode="peft")
+    ours.A = nn.Parameter(layer.lora_A["default"].weight.detach().clone())
+    ours.B = nn.Parameter(layer.lora_B["default"].weight.detach().clone())
+    ours.m = nn.Parameter(layer.lora_magnitude_vector["default"].weight.detach().clone())
+    x = torch.randn(6, 32).bfloat16()
+    y_peft = pm(x)
+    y = ours(x)
+    assert y.dtype == y_peft.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_peft, rtol=0, atol=0)
+    for mode in ("factored", "fused"):   # fp32 factored norm: within a bf16 rounding of PEFT's
+        ours.mode = mode
+        torch.testing.assert_close(ours(x).float(), y_peft.float(), rtol=1e-2, atol=1e-2)

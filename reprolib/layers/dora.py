@@ -20,9 +20,10 @@ MODES = ("peft", "factored", "fused")
 class DoRALinear(nn.Module):
     """A frozen nn.Linear with a DoRA adapter: A (r x d_in, Kaiming-uniform) and B (d_out x r, zero),
     as LoRA, and the magnitude m, initialised to the row norms of W (so the layer starts as W).
-    mode: "peft"      HF PEFT's DoraLinearLayer (peft 0.21), line for line: B A formed as
-                      lora_B(lora_A(I)), the norm of the dense W + s B A in the activation dtype,
-                      the compose as four eager element-wise kernels (the tests check it against peft);
+    mode: "peft"      HF PEFT's DoRA Linear (peft 0.21), line for line: the input cast to the adapter's
+                      dtype, B A formed as lora_B(lora_A(I)), the norm of the dense W + s B A in that
+                      dtype, the compose as four eager element-wise kernels, the sum cast back to the
+                      base output's dtype (the tests check it against peft);
           "factored"  the factored norm (fp32) and the stable compose in eager PyTorch;
           "fused"     the factored norm and the fused compose (a Triton kernel on CUDA)."""
 
@@ -41,7 +42,8 @@ class DoRALinear(nn.Module):
 
     def weight_norm(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """n, detached (DoRA Sec. 4.3). peft mode: PEFT's get_lora_weight + get_weight_norm, in `dtype`
-        (the activation dtype; default W's); otherwise the factored norm in fp32, autocast off."""
+        (the input's dtype after PEFT's cast to the adapter dtype; default W's); otherwise the factored norm
+        in fp32, autocast off."""
         if self.mode == "peft":
             dtype = dtype or self.weight.dtype
             eye = torch.eye(self.A.shape[1], device=self.A.device, dtype=self.A.dtype)
@@ -54,13 +56,13 @@ class DoRALinear(nn.Module):
 
     def forward(self, x):
         base = F.linear(x, self.weight, self.bias)                          # peft: result = base_layer(x)
+        x = x.to(self.A.dtype)                                              # peft: _cast_input_dtype(x, lora_A dtype)
         lora = F.linear(F.linear(x, self.A), self.B)                        # B A x
         n = self.weight_norm(x.dtype)
         g = (self.m / n).view(1, -1)                                        # g = m / n, n detached
         base_nb = base if self.bias is None else base - self.bias           # peft: base_result - bias
-        if self.mode == "fused":
-            return base + dora_compose(base_nb, lora, g, self.scale)
-        return base + compose_eager(base_nb, lora, g, self.scale)
+        compose = dora_compose if self.mode == "fused" else compose_eager
+        return (base + compose(base_nb, lora, g, self.scale)).to(base.dtype)   # peft: result.to(torch_result_dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """The merged update: diag(g) (W + s B A) - W."""
