@@ -3,6 +3,8 @@ Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".dora": ["FusedDoRACompose", "compose_bytes", "compose_eager", "compose_naive", "compose_reference", "dora_compose",
+              "row_norm_dense", "row_norm_factored", "triton_ready", "use_triton"],
     ".fake_quant": ["FakeQuantLinear", "quantize_activation", "quantize_linears", "quantize_weight", "ste"],
     ".fp4": ["e2m1_round", "e4m3_round", "hadamard", "mxfp4_quantize", "nvfp4_quantize", "random_hadamard",
              "rht_matrix"],

@@ -1,7 +1,7 @@
 """Layers: drop-in replacements for torch.nn building blocks, each with a function that swaps them into
 a built model in place (swap.py: swap_modules under all of them): sigmaReparam linear layers; SeeDNorm
 and DyT norms; simulated low-precision linear layers (NVFP4/MXFP4, per-layer mixed precision);
-score-masked layers for mask search over frozen weights; low-rank adapters (LoRA, LoRA-XS, LoRA-SB).
+score-masked layers for mask search over frozen weights; low-rank adapters (LoRA, LoRA-XS, LoRA-SB) and DoRA layers.
 Also what acts on those layers' weights: rank-k SVD compression with WeLore's per-matrix rank
 allocation (rank_reduction.py) and metrics-weighted averaging of adapter checkpoints (checkpoint_merge.py).
 Submodules load on first use (reprolib/_lazy.py says why)."""
@@ -10,6 +10,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({
     ".checkpoint_merge": ["adapter_state", "load_adapter_state", "mwa_metric", "mwa_weights", "weighted_average"],
     ".embedding_sharing": ["GDESEmbedding", "MODES", "discriminator_table", "share_embeddings"],
+    ".dora": ["DoRALinear", "dora_linears", "set_dora_mode"],
     ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
     ".lora": ["LoRALinear", "accumulate_grads", "lora_init", "lora_linears", "lora_sb_init", "lora_xs_init",
               "trainable_count", "update_approximation"],

@@ -39,6 +39,7 @@ _EXPORTS = exports_of({
     ".sparsity": ["drop_rates", "essential_sparsity"],
     ".ranking": ["roc_auc"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
+    ".timing": ["interleaved_ms", "peak_transient_bytes", "timing_spread"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
     ".token_dynamics": ["block_states", "direction_change", "group_means", "relative_update", "token_norms"],
 })

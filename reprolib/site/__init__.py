@@ -125,11 +125,13 @@ PATH = [
      "allocation compresses them (WeLore); merging a run's adapter checkpoints by metric-weighted averaging; "
      "when the LoRA gradient of attention can be computed through low-rank factors at all (a norm threshold of "
      "order sqrt(log L)); fine-tuning on a 4-bit (NF4) frozen base (QLoRA) and resuming a run from the adapter "
-     "alone.",
+     "alone; DoRA at high rank, with its row norm computed without the dense adapter product and its output "
+     "composed by one fused GPU kernel.",
      "Stages 2-3; singular value decomposition; convolutional networks.",
      ["fira_lowrank_fullrank", "lottery_jackpot_mask_search", "lora_sb_update_init",
       "adaprelora_preconditioner", "essential_sparsity_oneshot", "welore_lowrank_emergence",
-      "mwa_lora_ckpt_merge", "lora_norm_phase_transition", "qlora_domain_advising"]),
+      "mwa_lora_ckpt_merge", "lora_norm_phase_transition", "qlora_domain_advising",
+      "dora_factored_norm_kernel"]),
     ("10. Capstone: everything side by side",
      "Eight optimizers under one protocol; what a ranking can and cannot say.",
      "Stages 2-3.",
