@@ -25,10 +25,10 @@ import torch
 FIELDS = ("xy", "log_scale", "angle", "opacity_logit", "color")
 
 
-def pixel_grid(h: int, w: int, device=None) -> torch.Tensor:
+def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Pixel centres in NDC, [h * w, 2] as (x, y), row-major."""
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 - 1
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 - 1
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w * 2 - 1
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)
 
@@ -70,14 +70,14 @@ def init_splats(target: torch.Tensor, n: int, generator: torch.Generator, opacit
     SfM points) coloured by the pixel under them, log-scale from the mean squared distance to the 3
     nearest neighbours, identity rotation, opacity 0.1 (as `create_from_pcd`)."""
     h, w, _ = target.shape
-    xy = torch.rand(n, 2, generator=generator, device=target.device) * 2 - 1
+    xy = torch.rand(n, 2, generator=generator, device=target.device, dtype=target.dtype) * 2 - 1
     col = ((xy[:, 0] + 1) / 2 * w).long().clamp(0, w - 1)
     row = ((xy[:, 1] + 1) / 2 * h).long().clamp(0, h - 1)
-    d2 = torch.cdist(xy, xy).square() + torch.eye(n, device=xy.device) * 1e9
+    d2 = torch.cdist(xy, xy).square() + torch.eye(n, device=xy.device, dtype=xy.dtype) * 1e9
     knn = d2.topk(3, largest=False).values.mean(1).clamp_min(1e-7)
     log_scale = (0.5 * torch.log(knn))[:, None].repeat(1, 2)
-    return {"xy": xy, "log_scale": log_scale, "angle": torch.zeros(n, device=xy.device),
-            "opacity_logit": torch.full((n,), math.log(opacity / (1 - opacity)), device=xy.device),
+    return {"xy": xy, "log_scale": log_scale, "angle": torch.zeros_like(xy[:, 0]),
+            "opacity_logit": torch.full_like(xy[:, 0], math.log(opacity / (1 - opacity))),
             "color": target[row, col].clone()}
 
 

@@ -25,6 +25,7 @@ the full-image gradient; their spread is where the pixels under a Gaussian pull 
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -96,6 +97,21 @@ def densify_adc(opt: SplatAdam, stats: ViewStats, tau: float, generator: torch.G
     return dict(cloned=int(clone.sum()), split=int(split.sum()))
 
 
+def offspring(params: dict, mask: torch.Tensor, directions: torch.Tensor, lengths: torch.Tensor,
+              halve_opacity: bool = True, shrink: float = 1.0) -> dict:
+    """Two offspring of each masked Gaussian at p +- lengths * directions (rows of the masked Gaussians:
+    directions [n, 2] unit, lengths [2n] or [2n, 1], first n for the + child), opacity o / 2 when
+    halve_opacity (the paper's w_j = 1/2), scales divided by `shrink`."""
+    kids = _rows(params, mask, 2)
+    n = int(mask.sum())
+    sign = torch.cat([torch.ones(n, 1), -torch.ones(n, 1)]).to(kids["xy"])
+    kids["xy"] = kids["xy"] + sign * lengths.reshape(2 * n, 1) * directions.repeat(2, 1)
+    kids["log_scale"] = kids["log_scale"] - math.log(shrink)
+    if halve_opacity:
+        kids["opacity_logit"] = _halved(kids["opacity_logit"])
+    return kids
+
+
 def densify_steepest(opt: SplatAdam, stats: ViewStats, s_mats: torch.Tensor, tau: float, s_threshold: float,
                      generator: torch.Generator, lr_xy: float, percent_dense: float = 0.01, extent: float = 1.0,
                      halve_opacity: bool = True, uncertain_filter: bool = True) -> dict:
@@ -110,21 +126,13 @@ def densify_steepest(opt: SplatAdam, stats: ViewStats, s_mats: torch.Tensor, tau
         selected &= stats.mean_norm() >= tau
     small = _max_scale(p) <= percent_dense * extent
     clone, split = selected & small, selected & ~small
-    # large: offspring at p +- ||xi_j|| v_min, xi_j ~ N(0, diag(s^2)) drawn per child (as the code)
-    children = _rows(p, split, 2)
-    xi = torch.randn(children["xy"].shape, generator=generator, device=p["xy"].device) * children["log_scale"].exp()
-    sign = torch.ones(children["xy"].shape[0], 1, device=xi.device)
-    sign[sign.shape[0] // 2:] = -1
-    children["xy"] = children["xy"] + sign * xi.norm(dim=-1, keepdim=True) * v[split].repeat(2, 1)
-    children["log_scale"] = children["log_scale"] - math.log(SPLIT_SCALE)
+    # large: offspring at p +- ||xi_j|| v_min, xi_j ~ N(0, diag(s^2)) drawn per child (as the code), scales / 1.6
+    scales = p["log_scale"][split].exp().repeat(2, 1)
+    xi = torch.randn(scales.shape, generator=generator, device=scales.device) * scales
+    children = offspring(p, split, v[split], xi.norm(dim=-1), halve_opacity, SPLIT_SCALE)
     # small: the two offspring at p +- lr_xy v_min (the code moves both to +lr_xy v_min)
-    clones = _rows(p, clone, 2)
-    sign_c = torch.ones(clones["xy"].shape[0], 1, device=xi.device)
-    sign_c[sign_c.shape[0] // 2:] = -1
-    clones["xy"] = clones["xy"] + sign_c * lr_xy * v[clone].repeat(2, 1)
-    if halve_opacity:   # paper: offspring weights w_j = 1/2
-        children["opacity_logit"] = _halved(children["opacity_logit"])
-        clones["opacity_logit"] = _halved(clones["opacity_logit"])
+    clones = offspring(p, clone, v[clone], torch.full((2 * int(clone.sum()),), lr_xy, device=scales.device),
+                       halve_opacity)
     opt.keep(~selected)
     opt.append({k: torch.cat([clones[k], children[k]]) for k in p})
     return dict(cloned=int(clone.sum()), split=int(split.sum()))
@@ -168,11 +176,13 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
     """Fit splats to `target` [H, W, 3] in [0, 1] with Adam and density control `method` in
     {'adc', 'steepest', 'none'}. The view statistics (module docstring) come from `n_views` random views every
     `stats_every` iterations. Densify every `interval` iterations after `densify_from` up to `densify_until` * steps, not
-    beyond `max_gaussians`. snapshot_at: also return the optimizer state at that iteration (before it
-    densifies) in `.params['snapshot']`."""
+    beyond `max_gaussians`. snapshot_at: also return a copy of the optimizer (parameters and Adam moments) at that
+    iteration, before it densifies, in `.params['snapshot']`."""
+    if method not in ("adc", "steepest", "none"):
+        raise ValueError(f"unknown density control {method!r}; valid: 'adc', 'steepest', 'none'")
     h, w, _ = target.shape
     dev = target.device
-    pixels = pixel_grid(h, w, dev)
+    pixels = pixel_grid(h, w, dev, target.dtype)
     flat = target.reshape(-1, 3)
     opt = SplatAdam(init_splats(target, n_init, generator), {k: v * lr_scale for k, v in LRS_3DGS.items()})
     stats = ViewStats.zeros(len(opt), dev)
@@ -186,29 +196,28 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
         image = render(opt.params, pixels)
         image.retain_grad()
         image_loss(image, flat, loss).backward()
-        if method != "none" and it <= until and it % stats_every == 0:
+        if it <= until and it % stats_every == 0:
             views = torch.randperm(h * w, generator=generator, device=dev).chunk(n_views)
             stats.add(position_gradients(opt.params, pixels, image.grad, views))
         opt.step()
         if snapshot_at == it:
-            fit.params["snapshot"] = dict(params=opt.detached(), stats=stats, lr_xy=lr_xy)
-        if method != "none" and densify_from < it <= until and it % interval == 0:
+            fit.params["snapshot"] = dict(opt=copy.deepcopy(opt), lr_xy=lr_xy)
+        if densify_from < it <= until and it % interval == 0:
             dl_di, _ = full_image_grad(opt.params, pixels, flat, loss)
             s_mats = splitting_matrices(opt.params, pixels, dl_di)
             lam, _ = smallest_eigen(s_mats)
             stationary = stats.mean_grad().norm(dim=-1) <= tau / 2   # the code's min_grad : tau = 1 : 2
             n_before = len(opt)
             entry = dict(it=it, n=n_before, frac_negative=float((lam < 0).float().mean()),
-                         frac_saddle=float(((lam < 0) & stationary & (stats.views > 0)).float().mean()))
-            if n_before < max_gaussians:
+                         frac_saddle=float(((lam < 0) & stationary & (stats.views > 0)).float().mean()),
+                         grad_median=float(stats.mean_norm().median()), lam_abs_median=float(lam.abs().median()))
+            if method != "none" and n_before < max_gaussians:
                 if method == "adc":
                     entry.update(densify_adc(opt, stats, tau, generator))
                 elif method == "steepest":
                     entry.update(densify_steepest(opt, stats, s_mats, tau, s_threshold, generator, lr_xy,
                                                   halve_opacity=halve_opacity, uncertain_filter=uncertain_filter))
-                else:
-                    raise ValueError(f"unknown density control {method!r}; valid: 'adc', 'steepest', 'none'")
-            entry["pruned"] = prune(opt, min_opacity)
+            entry["pruned"] = prune(opt, min_opacity) if method != "none" else 0
             fit.densify_log.append(entry)
             stats = ViewStats.zeros(len(opt), dev)
         if it % eval_every == 0 or it == steps:
@@ -221,3 +230,24 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
         fit.final_psnr, fit.final_loss = psnr(full, flat), float(image_loss(full, flat, loss))
     fit.params.update(opt.detached())
     return fit
+
+
+def split_then_train(opt: SplatAdam, target: torch.Tensor, mask: torch.Tensor, directions: torch.Tensor,
+                     lengths: torch.Tensor, steps: int, lr_xy: float, loss: str = "l1") -> tuple[float, float]:
+    """From a copy of `opt`: split the masked Gaussians into two half-opacity offspring at p +- lengths *
+    directions (covariance kept: the split the splitting theorem describes), then `steps` Adam steps on
+    the whole image. Returns (loss right after the split, loss after the steps)."""
+    opt = copy.deepcopy(opt)
+    h, w, _ = target.shape
+    pixels, flat = pixel_grid(h, w, target.device, target.dtype), target.reshape(-1, 3)
+    kids = offspring(opt.detached(), mask, directions, lengths)
+    opt.keep(~mask)
+    opt.append(kids)
+    opt.lrs["xy"] = lr_xy
+    with torch.no_grad():
+        first = float(image_loss(render(opt.params, pixels), flat, loss))
+    for _ in range(steps):
+        image_loss(render(opt.params, pixels), flat, loss).backward()
+        opt.step()
+    with torch.no_grad():
+        return first, float(image_loss(render(opt.params, pixels), flat, loss))
