@@ -212,3 +212,11 @@ def test_images_and_a_tiny_fit():
     none = D.fit_splats(stills.test_card(16), "none", 30, torch.Generator().manual_seed(0), n_init=20, interval=10,
                         densify_from=0, stats_every=5, snapshot_at=10)
     assert none.count == [20] and len(none.densify_log) == 1 and len(none.params["snapshot"]["opt"]) == 20
+
+
+def test_count_at_psnr_reads_the_frontier():
+    from reprolib.metrics.splitting import count_at_psnr
+    counts, psnrs = [100, 400, 200, 800], [20.0, 24.0, 19.0, 23.0]     # 200 and 800 are off the frontier
+    assert math.isclose(count_at_psnr(counts, psnrs, 22.0), 200.0)     # halfway in PSNR, log-halfway in count
+    assert math.isclose(count_at_psnr(counts, psnrs, 24.0), 400) and count_at_psnr(counts, psnrs, 10.0) == 100
+    assert count_at_psnr(counts, psnrs, 25.0) == math.inf

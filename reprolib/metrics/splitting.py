@@ -70,3 +70,27 @@ def position_gradients(params: dict, pixels: torch.Tensor, dl_dimage: torch.Tens
         w = (colors(params)[sl] @ dl_dimage.T) * opacity[sl, None] * g          # [k, P]
         out.append(torch.stack([torch.einsum("kp,kpi->ki", w[:, v], u[:, v]) * (n_pix / len(v)) for v in views]))
     return torch.cat(out, 1)
+
+
+def count_at_psnr(counts, psnrs, target: float) -> float:
+    """Gaussians a method needs to reach PSNR `target`, read off its count-vs-PSNR frontier (the best
+    PSNR among runs with at most that many Gaussians, `metrics.pareto_frontier`): log-linear
+    interpolation between the last frontier run below the target and the first at or above it (a run is
+    on the frontier when it beats every run with fewer Gaussians). inf when
+    no run reaches the target; the smallest run's count when every run is above it (an upper bound)."""
+    import numpy as np
+
+    from .lipschitz import pareto_frontier
+    counts, psnrs = np.asarray(counts, dtype=np.float64), np.asarray(psnrs, dtype=np.float64)
+    order = np.argsort(counts)
+    c, f = counts[order], pareto_frontier(counts, psnrs, counts[order])
+    on = np.r_[True, f[1:] > f[:-1]]                 # the runs that set the frontier
+    c, f = c[on], f[on]
+    above = np.nonzero(f >= target)[0]
+    if above.size == 0:
+        return float("inf")
+    i = int(above[0])
+    if i == 0:
+        return float(c[0])
+    w = (target - f[i - 1]) / (f[i] - f[i - 1])
+    return float(np.exp(np.log(c[i - 1]) + w * (np.log(c[i]) - np.log(c[i - 1]))))
