@@ -220,3 +220,16 @@ def test_count_at_psnr_reads_the_frontier():
     assert math.isclose(count_at_psnr(counts, psnrs, 22.0), 200.0)     # halfway in PSNR, log-halfway in count
     assert math.isclose(count_at_psnr(counts, psnrs, 24.0), 400) and count_at_psnr(counts, psnrs, 10.0) == 100
     assert count_at_psnr(counts, psnrs, 25.0) == math.inf
+
+
+def test_sample_image_is_sklearns_photograph():
+    from sklearn.datasets import load_sample_image
+    ref = torch.from_numpy(load_sample_image("china.jpg").astype("float32") / 255.0)
+    side = min(ref.shape[:2])
+    top, left = (ref.shape[0] - side) // 2, (ref.shape[1] - side) // 2
+    crop = ref[top:top + side, left:left + side]
+    torch.testing.assert_close(stills.sample_image("china.jpg", side), crop)
+    # area resizing by an integer factor (427 = 61 x 7) is the mean over 7 x 7 blocks
+    assert side == 427
+    block = crop.reshape(61, 7, 61, 7, 3).mean((1, 3))
+    torch.testing.assert_close(stills.sample_image("china.jpg", 61), block)

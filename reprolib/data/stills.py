@@ -1,8 +1,9 @@
 """Still images to fit with 2-D Gaussian splats: scikit-learn's bundled photographs and a procedural
 test card.
 
-sample_image: `sklearn.datasets.load_sample_image` ("china.jpg", "flower.jpg", 427 x 640, shipped
-with scikit-learn), centre-cropped to a square and area-resized to size x size.
+sample_image: the photographs scikit-learn ships for `sklearn.datasets.load_sample_image` ("china.jpg",
+"flower.jpg", 427 x 640), read from the installed package with PIL (without importing sklearn, which
+takes seconds), centre-cropped to a square and area-resized to size x size.
 test_card: sharp edges (a checkerboard quadrant, a disc, thin strokes) over smooth colour gradients,
 deterministic; edges need many small splats and gradients few large ones.
 """
@@ -18,8 +19,13 @@ from einops import rearrange
 
 def sample_image(name: str = "china.jpg", size: int = 128) -> torch.Tensor:
     """[size, size, 3] float32 in [0, 1]."""
-    from sklearn.datasets import load_sample_image
-    img = torch.from_numpy(np.asarray(load_sample_image(name), dtype=np.float32) / 255.0)
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+    root = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0])
+    with Image.open(root / "datasets" / "images" / name) as im:
+        img = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
     h, w, _ = img.shape
     side = min(h, w)
     img = img[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
