@@ -233,3 +233,12 @@ def test_sample_image_is_sklearns_photograph():
     assert side == 427
     block = crop.reshape(61, 7, 61, 7, 3).mean((1, 3))
     torch.testing.assert_close(stills.sample_image("china.jpg", 61), block)
+
+
+def test_relative_thresholds_are_fixed_at_the_first_densification():
+    kw = dict(n_init=20, interval=10, densify_from=5, stats_every=5, eval_every=40, relative=True)
+    fit = D.fit_splats(stills.test_card(12), "steepest", 40, torch.Generator().manual_seed(0), tau=2.0,
+                       s_threshold=-0.1, **kw)
+    first = fit.densify_log[0]
+    assert math.isclose(fit.tau, 2.0 * first["grad_median"]) and math.isclose(fit.s_threshold, -0.1 * first["lam_abs_median"])
+    assert len(fit.densify_log) == 2 and fit.densify_log[1]["it"] == 20

@@ -9,6 +9,7 @@
     colored.py    Colored-MNIST environments (colour spuriously correlated with the label) from any 28x28 set
     rotated.py    rotated-image domains (DomainBed's RotatedMNIST protocol) from any image set
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
+    stills.py     still images for 2-D Gaussian splats (scikit-learn's photographs, a test card)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
 
 Submodules load on first use (reprolib/_lazy.py says why).
@@ -24,6 +25,7 @@ _EXPORTS = exports_of({
     ".replay": ["ReservoirBuffer"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
+    ".stills": ["sample_image", "test_card"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],
     ".text": ["shakespeare"],
 })

@@ -26,6 +26,7 @@ _EXPORTS = exports_of({
                         "partition_radius", "random_direction", "softmax_radius", "taylor_partial_sums",
                         "unit_direction"],
     ".sparsity": ["drop_rates", "essential_sparsity"],
+    ".splitting": ["count_at_psnr", "position_gradients", "psnr", "smallest_eigen", "splitting_matrices"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],
 })

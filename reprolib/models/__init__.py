@@ -9,6 +9,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"],
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"],
                        ".features": ["WithFeatures"],
+                       ".splat2d": ["SplatAdam", "init_splats", "pixel_grid", "render"],
                        ".idempotent": ["IdempotentMLP"],
                        ".domain_heads": ["DomainHeads", "drm_loss", "select_batch", "select_sample", "softmax_entropy"]})
 attach(__name__, _EXPORTS)

@@ -166,18 +166,24 @@ class SplatFit:
     densify_log: list = field(default_factory=list)  # one dict per densification
     final_psnr: float = float("nan")
     final_loss: float = float("nan")
+    tau: float = float("nan")                        # the thresholds used (after `relative` fixed them)
+    s_threshold: float = float("nan")
 
 
 def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.Generator, n_init: int = 200,
                tau: float = 2e-4, s_threshold: float = -1e-6, lr_scale: float = 1.0, loss: str = "l1",
                n_views: int = 4, stats_every: int = 10, interval: int = 100, densify_from: int = 100, densify_until: float = 0.5,
                max_gaussians: int = 10_000, halve_opacity: bool = True, uncertain_filter: bool = True,
-               eval_every: int = 100, min_opacity: float = 0.005, snapshot_at: int | None = None) -> SplatFit:
+               eval_every: int = 100, min_opacity: float = 0.005, snapshot_at: int | None = None,
+               relative: bool = False) -> SplatFit:
     """Fit splats to `target` [H, W, 3] in [0, 1] with Adam and density control `method` in
     {'adc', 'steepest', 'none'}. The view statistics (module docstring) come from `n_views` random views every
     `stats_every` iterations. Densify every `interval` iterations after `densify_from` up to `densify_until` * steps, not
     beyond `max_gaussians`. snapshot_at: also return a copy of the optimizer (parameters and Adam moments) at that
-    iteration, before it densifies, in `.params['snapshot']`."""
+    iteration, before it densifies, in `.params['snapshot']`.
+    relative: tau and s_threshold are factors, fixed at the first densification step as tau x the median
+    over Gaussians of the view-gradient statistic and s_threshold x the median |lambda_min(S_k)| (3DGS's
+    thresholds carried over to this run's units; `.tau` and `.s_threshold` hold the values used)."""
     if method not in ("adc", "steepest", "none"):
         raise ValueError(f"unknown density control {method!r}; valid: 'adc', 'steepest', 'none'")
     h, w, _ = target.shape
@@ -206,11 +212,13 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
             dl_di, _ = full_image_grad(opt.params, pixels, flat, loss)
             s_mats = splitting_matrices(opt.params, pixels, dl_di)
             lam, _ = smallest_eigen(s_mats)
-            stationary = stats.mean_grad().norm(dim=-1) <= tau / 2   # the code's min_grad : tau = 1 : 2
             n_before = len(opt)
             entry = dict(it=it, n=n_before, frac_negative=float((lam < 0).float().mean()),
-                         frac_saddle=float(((lam < 0) & stationary & (stats.views > 0)).float().mean()),
                          grad_median=float(stats.mean_norm().median()), lam_abs_median=float(lam.abs().median()))
+            if relative and not fit.densify_log:
+                tau, s_threshold = tau * entry["grad_median"], s_threshold * entry["lam_abs_median"]
+            stationary = stats.mean_grad().norm(dim=-1) <= tau / 2   # the code's min_grad : tau = 1 : 2
+            entry["frac_saddle"] = float(((lam < 0) & stationary & (stats.views > 0)).float().mean())
             if method != "none" and n_before < max_gaussians:
                 if method == "adc":
                     entry.update(densify_adc(opt, stats, tau, generator))
@@ -225,6 +233,7 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
                 fit.steps.append(it)
                 fit.psnr.append(psnr(render(opt.params, pixels), flat))
                 fit.count.append(len(opt))
+    fit.tau, fit.s_threshold = tau, s_threshold
     with torch.no_grad():
         full = render(opt.params, pixels)
         fit.final_psnr, fit.final_loss = psnr(full, flat), float(image_loss(full, flat, loss))
