@@ -181,9 +181,9 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
     `stats_every` iterations. Densify every `interval` iterations after `densify_from` up to `densify_until` * steps, not
     beyond `max_gaussians`. snapshot_at: also return a copy of the optimizer (parameters and Adam moments) at that
     iteration, before it densifies, in `.params['snapshot']`.
-    relative: tau and s_threshold are factors, fixed at the first densification step as tau x the median
-    over Gaussians of the view-gradient statistic and s_threshold x the median |lambda_min(S_k)| (3DGS's
-    thresholds carried over to this run's units; `.tau` and `.s_threshold` hold the values used)."""
+    relative: tau and s_threshold are factors, fixed at the first densification step as tau x the upper
+    quartile over Gaussians of the view-gradient statistic and s_threshold x the median |lambda_min(S_k)|
+    (3DGS's thresholds carried over to this run's units; `.tau` and `.s_threshold` hold the values used)."""
     if method not in ("adc", "steepest", "none"):
         raise ValueError(f"unknown density control {method!r}; valid: 'adc', 'steepest', 'none'")
     h, w, _ = target.shape
@@ -214,9 +214,10 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
             lam, _ = smallest_eigen(s_mats)
             n_before = len(opt)
             entry = dict(it=it, n=n_before, frac_negative=float((lam < 0).float().mean()),
-                         grad_median=float(stats.mean_norm().median()), lam_abs_median=float(lam.abs().median()))
+                         grad_median=float(stats.mean_norm().median()),
+                         grad_upper_quartile=float(stats.mean_norm().quantile(0.75)), lam_abs_median=float(lam.abs().median()))
             if relative and not fit.densify_log:
-                tau, s_threshold = tau * entry["grad_median"], s_threshold * entry["lam_abs_median"]
+                tau, s_threshold = tau * entry["grad_upper_quartile"], s_threshold * entry["lam_abs_median"]
             stationary = stats.mean_grad().norm(dim=-1) <= tau / 2   # the code's min_grad : tau = 1 : 2
             entry["frac_saddle"] = float(((lam < 0) & stationary & (stats.views > 0)).float().mean())
             if method != "none" and n_before < max_gaussians:
