@@ -14,6 +14,7 @@
     modular.py    modular arithmetic tables, several operations as data groups (grokking)
     class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
     vqa.py        a miniature visual question answering set on Fashion-MNIST, with text-only questions
+    stills.py     still images for 2-D Gaussian splats (scikit-learn's photographs, a test card)
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
     sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
     advising.py   a generated advising task: facts mixed into the plays, markdown Q&A dialogues
@@ -41,6 +42,7 @@ _EXPORTS = exports_of({
     ".plays": ["shakespeare_heldout"],
     ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",
                 "sphere_teacher", "teacher_labels"],
+    ".stills": ["sample_image", "test_card"],
     ".synthetic": ["markov_language", "markov_model", "zipf_pcfg"],
     ".text": ["shakespeare"],
     ".vqa": ["VOCAB", "VQABatch", "multimodal_questions", "sum_questions", "triple_splits", "vqa_batch", "vqa_eval_set"],

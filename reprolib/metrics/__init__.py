@@ -38,6 +38,7 @@ _EXPORTS = exports_of({
                         "unit_direction"],
     ".sparsity": ["drop_rates", "essential_sparsity"],
     ".ranking": ["roc_auc"],
+    ".splitting": ["count_at_psnr", "position_gradients", "psnr", "smallest_eigen", "splitting_matrices"],
     ".spectra": ["effective_rank", "row_norm_cv", "spectral_norm", "stable_rank"],
     ".timing": ["interleaved_ms", "peak_transient_bytes", "timing_spread"],
     ".stopping": ["Stop", "patience_stop", "round_like_pandas", "variation_stop"],

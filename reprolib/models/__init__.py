@@ -12,6 +12,7 @@ _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply
                        ".projector": ["MultiHeadProjector", "projection_mlp"],
                        ".generate": ["NGramBlocker", "generate", "greedy_complete", "top_p_filter"],
                        ".electra": ["BidirectionalAttention", "Electra", "ElectraOut", "bidirectional", "mask_tokens"],
+                       ".splat2d": ["SplatAdam", "init_splats", "pixel_grid", "render"],
                        ".idempotent": ["IdempotentMLP"],
                        ".ntk_two_layer": ["ntk_two_layer", "ntk_two_layer_init"],
                        ".sequence_input": ["vector_input_gpt"],

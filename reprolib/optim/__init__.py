@@ -20,6 +20,7 @@ _EXPORTS = exports_of({
     ".conda": ["Conda", "conda_basis", "conda_update"],
     ".constrained": ["ConstrainedOptimizer"],
     ".fal": ["client_losses", "fal_round"],
+    ".density_control": ["densify_adc", "densify_steepest", "fit_splats", "offspring", "split_then_train"],
     ".fira": ["Fira", "fira_scaling", "norm_growth_limit"],
     ".galore": ["GaLore", "galore_basis", "galore_direction", "lowrank_param_groups", "project", "project_back"],
     ".grad_noise": ["GradientNoise", "add_gradient_noise", "noise_std"],

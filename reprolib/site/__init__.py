@@ -67,10 +67,11 @@ PATH = [
       "auon_cosh_vs_muon", "sinkgd_stateless_opt"]),
     ("4. Why it works: curvature",
      "Directional sharpness and the second-order Taylor view of one step; where that Taylor view stops (its "
-     "radius of convergence); flat minima with and without SAM's second pass; Hessians aligned across domains.",
+     "radius of convergence); flat minima with and without SAM's second pass; Hessians aligned across domains; "
+     "splitting matrices, which say where splitting a Gaussian splat escapes a saddle point.",
      "Stage 3; Hessian-vector products.",
      ["muon_adam_nds_curvature", "softmax_ghosts_step_radius", "saf_trajectory_sharpness",
-      "hessian_alignment_cmnist"]),
+      "hessian_alignment_cmnist", "steepgs_split_2d_splats"]),
     ("5. Keeping layers in range",
      "Attention entropy collapse and a spectral reparameterisation that prevents it; certified Lipschitz bounds"
      " from weight constraints applied after each optimizer step; a normalisation layer that gives back the "
