@@ -12,6 +12,7 @@
     replay.py     ReservoirBuffer (uniform replay memory over a stream, Algorithm R)
     modular.py    modular arithmetic tables, several operations as data groups (grokking)
     class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
+    hmm_filter.py the forward filter of a one-topic class HMM: exact next-token loss, filtered states
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
     sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
 
@@ -33,6 +34,7 @@ _EXPORTS = exports_of({
     ".images": ["FASHION_CLASSES", "digits", "digits_images", "fashion_mnist", "read_idx"],
     ".modular": ["ModularData", "OPERATIONS", "modular_arithmetic"],
     ".class_hmm": ["ClassHMM", "class_hmm"],
+    ".hmm_filter": ["forward_filter"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",

@@ -15,6 +15,7 @@ _EXPORTS = exports_of({
     ".correlation": ["rankdata", "spearman"],
     ".embedding": ["grad_cosine", "mean_pairwise_cosine"],
     ".cost": ["count_flops", "count_passes"],
+    ".hutchinson": ["hutchinson_trace"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".icl": ["accuracy_by_position", "nearest_neighbour_by_position"],
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",
