@@ -15,6 +15,7 @@
     class_hmm.py  a topic-switched class HMM: sequences with exact word-class and topic labels
     vqa.py        a miniature visual question answering set on Fashion-MNIST, with text-only questions
     stills.py     still images for 2-D Gaussian splats (scikit-learn's photographs, a test card)
+    hmm_filter.py the forward filter of a one-topic class HMM: exact next-token loss, filtered states
     regression.py sine mix, Franke function, 1-D Poisson PINN residuals (Sven's tasks)
     sphere.py     delta-separated points on the unit sphere with teacher labels; federated client partitions
     advising.py   a generated advising task: facts mixed into the plays, markdown Q&A dialogues
@@ -38,6 +39,7 @@ _EXPORTS = exports_of({
                    "task_projection", "task_sequences", "unseen_task_ids"],
     ".modular": ["ModularData", "OPERATIONS", "modular_arithmetic"],
     ".class_hmm": ["ClassHMM", "class_hmm"],
+    ".hmm_filter": ["forward_filter"],
     ".images": ["FASHION_CLASSES", "digits", "fashion_mnist", "read_idx"],
     ".plays": ["shakespeare_heldout"],
     ".sphere": ["client_spread", "client_tensors", "kmeans", "partition_clients", "separated_sphere",

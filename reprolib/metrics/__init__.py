@@ -17,6 +17,7 @@ _EXPORTS = exports_of({
     ".cost": ["count_flops", "count_passes"],
     ".importance": ["dual_importance", "group_gradients", "magnitude_scores", "taylor_from_gradients",
                     "taylor_importance", "wanda_scores"],
+    ".hutchinson": ["hutchinson_trace"],
     ".hessian": ["hessian_matrix", "linear_head_hessian", "linear_head_hvp", "logit_hessian"],
     ".icl": ["accuracy_by_position", "nearest_neighbour_by_position"],
     ".lipschitz": ["frontier_gap", "lipschitz_bound", "local_lipschitz", "pareto_frontier", "rms_operator_norm",

@@ -95,7 +95,8 @@ PATH = [
      ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp", "dual_pruning_domain"]),
     ("8. Training dynamics and generalization",
      "Why a network warm-started from its previous solution generalises worse than a fresh one trained on the "
-     "same data, and how shrinking and perturbing the weights before each round restores it; reading a run from"
+     "same data, and how shrinking and perturbing the weights before each round restores it; models at the same, "
+     "optimal pre-training loss that still transfer differently, and the flatness that tracks it; reading a run from"
      " the inside (per-layer activation statistics from forward hooks) for a stopping rule that needs no "
      "validation data; neural collapse, and a model of how far from it trained features stay; continual "
      "learning with a replay memory, where a network that reads its own prediction back forgets less and is "
@@ -111,7 +112,7 @@ PATH = [
      "stop-gradient that separates them (GDES).",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
-     ["warm_start_shrink_perturb", "cnn_stop_learning_rule", "nc_perturbation_model",
+     ["warm_start_shrink_perturb", "flatness_same_loss_transfer", "cnn_stop_learning_rule", "nc_perturbation_model",
       "idempotent_replay_cl", "pass_at_n_dco_confidence", "drm_domain_specific_heads",
       "amcl_multihead_contrast", "hyperfitting_greedy_ttr", "fed_adversarial_converge",
       "gpicl_task_count_transition", "moe_pathway_grokking", "gdes_electra_embedding"]),
