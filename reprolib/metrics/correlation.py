@@ -19,11 +19,15 @@ def rankdata(x) -> np.ndarray:
     return sums[inverse] / counts[inverse]
 
 
-def spearman(x, y) -> float:
-    """Spearman's rank correlation; NaN with fewer than 3 finite pairs or a constant side."""
+def spearman(x, y):
+    """Spearman's rank correlation; NaN with fewer than 3 finite pairs or a constant side. Arrays with
+    leading axes (one row per seed) give one correlation per row, along the last axis."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if x.shape != y.shape or x.ndim < 1:
+        raise ValueError(f"x and y must have one shape with at least one axis, got {x.shape} and {y.shape}")
+    if x.ndim > 1:
+        rows = [spearman(a, b) for a, b in zip(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))]
+        return np.array(rows).reshape(x.shape[:-1])
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(x) < 3:

@@ -10,6 +10,8 @@
                           which replaces cross-entropy rather than adding to it (per item, any stack shape)
     contrastive.py        self-supervised objectives that are the whole loss (one model): SimCLR's NT-Xent,
                           Barlow Twins and their AMCL versions with pair-adaptive temperatures
+    adversarial_smoothness.py  the robust (FGSM) smoothness penalty that keeps a value network's local
+                          Lipschitz constant small (Zheng et al., ICLR 2023; SR2L form)
 
 Every function accepts a stack of independent models (leading `stack_dims` dimensions on every
 parameter, e.g. one per seed), returning one penalty per model: summing them gives each model its
@@ -22,6 +24,7 @@ _EXPORTS = exports_of({
                     "vrex_penalty"],
     ".replay": ["er_loss", "ider_loss", "idempotence_distillation", "two_pass_ce"],
     ".contrastive": ["PairTemperature", "amcl_barlow_twins", "amcl_nt_xent", "barlow_twins", "nt_xent", "omega"],
+    ".adversarial_smoothness": ["adversarial_smoothness"],
     ".coverage": ["dco_gradient_factor", "dco_loss", "log1mexp", "log_miss_probability"],
     ".hessian_alignment": ["alignment_penalty", "autograd_hvp", "flat", "hessian_gradient_product", "hgp_penalty",
                            "hutchinson_diagonal", "hutchinson_penalty"],

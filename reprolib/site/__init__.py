@@ -79,7 +79,7 @@ PATH = [
      "one LayerNorm that aligns them.",
      "Stage 4; power iteration, softmax attention, RMSNorm.",
      ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm",
-      "prenorm_visual_norm_gap"]),
+      "prenorm_visual_norm_gap", "lipschitz_value_mbrl"]),
     ("6. Beyond first order, and beyond fixed hyperparameters",
      "Natural-gradient-like steps, a trainable first layer, hyperparameters as functions of training.",
      "Stages 1-3; least squares.",
@@ -95,27 +95,28 @@ PATH = [
      ["nvfp4_pretraining_recipe", "snip_mixed_precision_ilp", "dual_pruning_domain"]),
     ("8. Training dynamics and generalization",
      "Why a network warm-started from its previous solution generalises worse than a fresh one trained on the "
-     "same data, and how shrinking and perturbing the weights before each round restores it; models at the same, "
-     "optimal pre-training loss that still transfer differently, and the flatness that tracks it; reading a run from"
-     " the inside (per-layer activation statistics from forward hooks) for a stopping rule that needs no "
-     "validation data; neural collapse, and a model of how far from it trained features stay; continual "
-     "learning with a replay memory, where a network that reads its own prediction back forgets less and is "
-     "better calibrated; limiting a classifier's confidence so that many samples cover the answer (pass@N); "
-     "domain-specific heads chosen by their uncertainty at test time for held-out domains; self-supervised "
-     "contrastive pre-training with several projection heads and a learned temperature for every pair (AMCL); "
-     "overfitting a pre-trained language model on a few sequences (hyperfitting) so that greedy decoding stops "
-     "repeating itself; federated adversarial training of an over-parameterised two-layer network, where the "
-     "robust training loss still converges with non-IID clients; a Transformer meta-trained on many randomly "
-     "projected tasks that turns from memorising its tasks into learning new ones in context as the number of "
-     "tasks grows; grokking in a mixture-of-experts model watched through the expert pathways of its training "
-     "samples; two losses pulling one shared embedding table apart in ELECTRA-style pre-training, and a "
-     "stop-gradient that separates them (GDES).",
+     "same data, and how shrinking and perturbing the weights before each round restores it; models at the "
+     "same, optimal pre-training loss that still transfer differently, and the flatness that tracks it; reading"
+     " a run from the inside (per-layer activation statistics from forward hooks) for a stopping rule that "
+     "needs no validation data; neural collapse, and a model of how far from it trained features stay; "
+     "continual learning with a replay memory, where a network that reads its own prediction back forgets less "
+     "and is better calibrated; limiting a classifier's confidence so that many samples cover the answer "
+     "(pass@N); domain-specific heads chosen by their uncertainty at test time for held-out domains; "
+     "self-supervised contrastive pre-training with several projection heads and a learned temperature for "
+     "every pair (AMCL); overfitting a pre-trained language model on a few sequences (hyperfitting) so that "
+     "greedy decoding stops repeating itself; federated adversarial training of an over-parameterised two-layer"
+     " network, where the robust training loss still converges with non-IID clients; a Transformer meta-trained"
+     " on many randomly projected tasks that turns from memorising its tasks into learning new ones in context "
+     "as the number of tasks grows; grokking in a mixture-of-experts model watched through the expert pathways "
+     "of its training samples; two losses pulling one shared embedding table apart in ELECTRA-style "
+     "pre-training, and a stop-gradient that separates them (GDES).",
      "Stage 2 (Adam, learning-rate tuning); convolutional networks, learning-rate schedules; least squares, "
      "eigen- and singular value decompositions.",
-     ["warm_start_shrink_perturb", "flatness_same_loss_transfer", "cnn_stop_learning_rule", "nc_perturbation_model",
-      "idempotent_replay_cl", "pass_at_n_dco_confidence", "drm_domain_specific_heads",
-      "amcl_multihead_contrast", "hyperfitting_greedy_ttr", "fed_adversarial_converge",
-      "gpicl_task_count_transition", "moe_pathway_grokking", "gdes_electra_embedding"]),
+     ["warm_start_shrink_perturb", "flatness_same_loss_transfer", "cnn_stop_learning_rule",
+      "nc_perturbation_model", "idempotent_replay_cl", "pass_at_n_dco_confidence",
+      "drm_domain_specific_heads", "amcl_multihead_contrast", "hyperfitting_greedy_ttr",
+      "fed_adversarial_converge", "gpicl_task_count_transition", "moe_pathway_grokking",
+      "gdes_electra_embedding"]),
     ("9. Low rank and sparsity",
      "Adam's state kept in a low-rank projection of the gradient (GaLore), and full-rank updates under that "
      "memory by scaling the residual gradient as Adam would (Fira); then searching a binary mask over frozen "
