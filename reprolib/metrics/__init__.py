@@ -20,6 +20,7 @@ _EXPORTS = exports_of({
     ".precision_divergence": ["adam_v_hat", "capture_gemm_operands", "divergence_table", "loss_divergence",
                               "measured_loss_divergence", "weight_divergence"],
     ".pass_at_n": ["correct_probability", "pass_at_n", "pass_at_n_curve", "pass_at_n_monte_carlo"],
+    ".rank": ["average_ranks", "spearman"],
     ".progress": ["classification_error", "ema", "median_spread", "steps_fraction", "steps_to_target", "tail_drop",
                   "tail_share"],
     ".softmax_radius": ["binary_radius", "log_partition_taylor", "logit_jvp", "logit_spread", "loss_along_line",
