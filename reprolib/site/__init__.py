@@ -68,7 +68,7 @@ PATH = [
      "it; certified Lipschitz bounds from weight constraints applied after each optimizer step; a normalisation "
      "layer that gives back the input norm RMSNorm discards.",
      "Stage 4; power iteration, softmax attention, RMSNorm.",
-     ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm"]),
+     ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm", "care_bn_spiking_rl"]),
     ("6. Beyond first order, and beyond fixed hyperparameters", "Natural-gradient-like steps, a trainable first "
      "layer, hyperparameters as functions of training.", "Stages 1-3; least squares.",
      ["sven_pseudoinverse_descent", "tract_first_layer", "self_tuning_networks"]),
