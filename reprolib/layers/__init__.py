@@ -4,10 +4,14 @@ and DyT norms; simulated low-precision linear layers (NVFP4/MXFP4, per-layer mix
 score-masked layers for mask search over frozen weights; low-rank adapters (LoRA, LoRA-XS, LoRA-SB) and DoRA layers.
 Also what acts on those layers' weights: rank-k SVD compression with WeLore's per-matrix rank
 allocation (rank_reduction.py) and metrics-weighted averaging of adapter checkpoints (checkpoint_merge.py).
+Spiking networks: LIF neurons with a surrogate gradient (lif.py) and batch normalisation over spike
+timesteps with vanilla or CaRe-BN moving statistics (care_bn.py).
 Submodules load on first use (reprolib/_lazy.py says why)."""
 from .._lazy import attach, exports_of
 
 _EXPORTS = exports_of({
+    ".care_bn": ["TemporalBatchNorm", "merge_moments", "temporal_moments"],
+    ".lif": ["RectSpike", "lif"],
     ".checkpoint_merge": ["adapter_state", "load_adapter_state", "mwa_metric", "mwa_weights", "weighted_average"],
     ".embedding_sharing": ["GDESEmbedding", "MODES", "discriminator_table", "share_embeddings"],
     ".dora": ["DoRALinear", "dora_linears", "set_dora_mode"],

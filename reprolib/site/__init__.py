@@ -79,7 +79,7 @@ PATH = [
      "one LayerNorm that aligns them.",
      "Stage 4; power iteration, softmax attention, RMSNorm.",
      ["sigma_reparam_entropy", "lipschitz_muon_softcap", "seednorm_vs_rmsnorm",
-      "prenorm_visual_norm_gap", "lipschitz_value_mbrl"]),
+      "prenorm_visual_norm_gap", "lipschitz_value_mbrl", "care_bn_spiking_rl"]),
     ("6. Beyond first order, and beyond fixed hyperparameters",
      "Natural-gradient-like steps, a trainable first layer, hyperparameters as functions of training.",
      "Stages 1-3; least squares.",
