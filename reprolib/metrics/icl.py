@@ -17,7 +17,7 @@ def nearest_neighbour_by_position(x: torch.Tensor, targets: torch.Tensor) -> tor
     distance; the earliest of equally near pairs). Position 0 has no pair: it predicts class 0.
     x [B, L, D], targets [B, L] -> [L]."""
     L = x.shape[1]
-    dist = torch.cdist(x, x)                                                     # [B, L, L]
+    dist = torch.cdist(x.double(), x.double())   # [B, L, L]; float64: on a GPU, float32 cdist goes through TF32 matmuls
     future = torch.ones(L, L, dtype=torch.bool, device=x.device).triu()         # j >= i: not yet seen
     dist = dist.masked_fill(future, float("inf"))
     nearest = dist.argmin(-1)                                                     # [B, L]
