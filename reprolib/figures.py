@@ -196,9 +196,11 @@ def pick(gpu, gpus, running: dict, ready: list[Job], per_gpu: int) -> Job | None
 
 
 def priority(j: Job) -> tuple:
-    """Notebooks never run come first (a short GPU session should give them a result before it reruns
-    older ones), then exclusive jobs (they hold a whole GPU, so they start early), then the longest."""
-    return (not j.extra.get("first", False), not j.exclusive, -j.estimate_s)
+    """With --in-order, the order of --nb first (a lease that must finish some notebooks, reseeds
+    included, before it starts others). Then notebooks never run (a short GPU session should give them
+    a result before it reruns older ones), then exclusive jobs (they hold a whole GPU, so they start
+    early), then the longest."""
+    return (j.extra.get("rank", 0), not j.extra.get("first", False), not j.exclusive, -j.estimate_s)
 
 
 def schedule(jobs: list[Job], root: Path, scale: str, gpus: list, per_gpu: int,
@@ -249,6 +251,9 @@ def main(argv=None, root: Path | None = None) -> int:
     ap.add_argument("--reseed-only", action="store_true", help="only the reseed checks")
     ap.add_argument("--per-gpu", type=int, default=int(os.environ.get("REPRO_PER_GPU", DEFAULT_PER_GPU)),
                     help=f"notebooks packed on one GPU (default {DEFAULT_PER_GPU})")
+    ap.add_argument("--in-order", action="store_true",
+                    help="start runs in the order of --nb (a notebook's reseed right after its main run) "
+                         "instead of never-run first, then longest first")
     ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     ap.add_argument("--start-within", type=float, metavar="MINUTES",
                     help="start no run after this many minutes (a GPU lease of fixed length: what did not start "
@@ -283,6 +288,10 @@ def main(argv=None, root: Path | None = None) -> int:
                     # a timing notebook's reseed runs alone too: its timing claims are carried from the
                     # main run, but its budgets in seconds (equal-time comparisons) still need the GPU alone
                     jobs.append(Job(nb, "reseed", is_exclusive(nb), est, after=main, extra=dict(first=res is None)))
+    if args.in_order:
+        rank = {nb.stem: i for i, nb in enumerate(nbs)}
+        for j in jobs:
+            j.extra["rank"] = rank[j.slug]
     if args.dry_run or not jobs:
         print("nothing to run" if not jobs else "would run: " + ", ".join(j.name for j in jobs))
         return 0

@@ -117,6 +117,25 @@ def test_never_run_notebooks_start_first_and_a_lease_stops_new_starts(tmp_path, 
     assert "past --start-within" in capsys.readouterr().out
 
 
+def test_in_order_starts_runs_in_the_order_of_nb(tmp_path, monkeypatch):
+    """--in-order: a lease finishes the notebooks named first, reseeds included, before the others,
+    even when a later one has never run."""
+    for slug, exclusive in (("b_old", False), ("a_new", True)):
+        nb = tmp_path / "notebooks" / "t" / f"{slug}.ipynb"
+        nb.parent.mkdir(parents=True, exist_ok=True)
+        nb.write_text(json.dumps(nb_json(GOOD, exclusive=exclusive)))
+    jobs = []
+    monkeypatch.setattr(figures, "schedule", lambda js, *a, **k: jobs.extend(js))
+    monkeypatch.setenv("REPRO_SCALE", "full")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    figures.main(["--reseed", "--in-order", "--nb", "b_old", "a_new"], root=tmp_path)
+    ranked = sorted(jobs, key=figures.priority)
+    assert [j.name for j in ranked] == ["b_old (main)", "b_old (reseed)", "a_new (main)", "a_new (reseed)"]
+    jobs.clear()
+    figures.main(["--reseed", "--nb", "b_old", "a_new"], root=tmp_path)
+    assert sorted(jobs, key=figures.priority)[0].name == "a_new (main)"   # exclusive first without it
+
+
 def test_what_ran_is_settled_again_at_the_end(tmp_path, monkeypatch):
     """A checkout copied over the running one (a GPU lease's next call) can put back an older
     pending.json mid-run; the runner settles every successful run again when all have finished."""
