@@ -12,9 +12,14 @@ Packing. Small notebooks leave most of a GPU idle, so up to --per-gpu of them sh
 every visible GPU. A notebook whose metadata says `"reprolib": {"exclusive_gpu": true}` (it times
 things) runs alone on its GPU; its timing claims are decided only there.
 
+Kept copies. Each successful run also leaves its executed notebook in .runs/<mode>/ and a copy of
+figures/<slug>/ in .runs/keep/<slug>/, and when all runs have finished the runner puts them back: a
+checkout copied over the running one (the next call of a GPU lease syncs the working tree) would
+otherwise undo runs that finished before it.
+
 Reseed. --reseed then reruns each notebook with a disjoint seed set (its seeds + 100), reusing the
 main run's tuned learning rates, and writes figures/<slug>/reseed.json: each claim's outcome under
-both seed sets and whether the verdict held. Timing claims are carried over, so reseed runs pack.
+both seed sets and whether the verdict held (stored without indentation). Timing claims are carried over, so reseed runs pack.
 
 Smoke (REPRO_SCALE=smoke): executed notebooks go to .smoke/; nothing committed is touched. On a GPU
 host the smoke runs use the GPU: a few minutes that find the failures only CUDA shows (a CPU-only
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -141,8 +147,11 @@ def finish(job: Job, root: Path) -> None:
     secs = time.perf_counter() - job.started
     job.extra["wall_s"] = secs
     if job.mode == "main" and ok:
-        os.replace(job.out, job.nb)   # the committed notebook now holds this run's outputs
+        shutil.copyfile(job.out, job.nb)   # the committed notebook now holds this run's outputs
+    if ok and job.mode == "reseed":
+        compact(root / "figures" / job.slug / "reseed.json")
     if ok and job.mode in ("main", "reseed"):
+        keep(root, job.slug)
         settle(root, "runs" if job.mode == "main" else "reseeds", job.slug)
     job.status = "ok" if ok else "failed"
     where = f", gpu {job.gpu}" if job.gpu is not None else ""
@@ -155,6 +164,37 @@ def finish(job: Job, root: Path) -> None:
         tail = job.log.read_text(errors="replace").strip().splitlines()[-15:]
         line += "\n    " + "\n    ".join(tail)
     print(line, flush=True)
+
+
+def compact(path: Path) -> None:
+    """reseed.json without indentation: it repeats much of results.json, and a notebook's figures/
+    folder has a size budget (the data are unchanged)."""
+    if path.exists():
+        path.write_text(json.dumps(json.loads(path.read_text()), separators=(",", ":")) + "\n")
+
+
+def keep(root: Path, slug: str) -> None:
+    """Copy figures/<slug>/ into .runs/keep/<slug>/ (ignored by git, so a synced checkout leaves it)."""
+    src = root / "figures" / slug
+    if src.is_dir():
+        shutil.copytree(src, root / ".runs" / "keep" / slug, dirs_exist_ok=True)
+
+
+def restore(root: Path, job: Job) -> bool:
+    """Put a successful run's notebook and figures back where a synced checkout replaced them."""
+    changed = False
+    if job.mode == "main" and job.out is not None and job.out.exists() and job.out.read_bytes() != job.nb.read_bytes():
+        shutil.copyfile(job.out, job.nb)
+        changed = True
+    kept = root / ".runs" / "keep" / job.slug
+    if kept.is_dir():
+        for f in kept.rglob("*"):
+            dst = root / "figures" / job.slug / f.relative_to(kept)
+            if f.is_file() and (not dst.exists() or dst.read_bytes() != f.read_bytes()):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst)
+                changed = True
+    return changed
 
 
 def record_smoke_times(root: Path, done: list[Job]) -> None:
@@ -315,8 +355,10 @@ def main(argv=None, root: Path | None = None) -> int:
     schedule(jobs, root, scale, gpus, per_gpu, args.start_within * 60 if args.start_within else None)
     wall = time.perf_counter() - t0
     done = [j for j in jobs if j.status == "ok"]
-    for j in done:   # again at the end: pending.json may have been replaced while the runs went on
-        if j.mode in ("main", "reseed"):   # (a checkout copied over the running one)
+    for j in done:   # again at the end: a checkout copied over the running one may have put back
+        if j.mode in ("main", "reseed"):   # older notebooks, figures and pending.json while runs went on
+            if restore(root, j):
+                print(f"restored {j.name}: a synced checkout had replaced its outputs")
             settle(root, "runs" if j.mode == "main" else "reseeds", j.slug)
     print(f"\n{len(done)}/{len(jobs)} runs ok in {wall / 60:.1f} min of wall time; the runs' own wall times "
           f"sum to {sum(j.extra.get('wall_s', 0) for j in jobs) / 60:.1f} min")

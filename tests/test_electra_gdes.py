@@ -124,6 +124,19 @@ def test_rtd_labels_and_corruption():
     assert out.rtd_logits.shape == x.shape
 
 
+def test_a_diverged_generator_gives_a_nan_loss_not_an_error():
+    """An lr sweep's largest rate can blow the generator up: the step must return a NaN loss (which
+    ends the run) rather than fail in torch.multinomial (a device-side assert on CUDA)."""
+    torch.manual_seed(0)
+    model = Electra(*cfgs(), "gdes", mask_id=V - 1)
+    with torch.no_grad():
+        model.generator.tok_emb.weight[:5] = float("nan")
+    x, masked = _batch(3)
+    out = model(x, masked)
+    assert not torch.isfinite(out.loss)
+    assert torch.equal(out.corrupted[~masked], x[~masked])
+
+
 def test_mask_tokens_rate():
     x = torch.randint(V - 1, (200, 64))
     x_in, masked = mask_tokens(x, V - 1, 0.15, torch.Generator().manual_seed(0))

@@ -2,6 +2,7 @@
 through papermill: in place on success, nothing touched on failure, reseed records, skip rule."""
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def test_runner_end_to_end(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "FAILED bad (main)" in out and "skip   bad (reseed)" in out and "ok     good (reseed)" in out
     res = json.loads((tmp_path / "figures" / "good" / "results.json").read_text())
-    reseed = json.loads((tmp_path / "figures" / "good" / "reseed.json").read_text())
+    reseed_text = (tmp_path / "figures" / "good" / "reseed.json").read_text()
+    reseed = json.loads(reseed_text)
+    assert reseed_text.count("\n") == 1        # stored compact: it counts against the folder's budget
     assert res["verdict"] == "reproduced" and res["gpu_exclusive"] is False
     assert reseed["seeds"] == [100, 101, 102] and reseed["main_run_id"] == res["run_id"] and reseed["stable"]
     assert reseed["tuning"]["m"]["reused_from_main_run"]
@@ -138,7 +141,8 @@ def test_in_order_starts_runs_in_the_order_of_nb(tmp_path, monkeypatch):
 
 def test_what_ran_is_settled_again_at_the_end(tmp_path, monkeypatch):
     """A checkout copied over the running one (a GPU lease's next call) can put back an older
-    pending.json mid-run; the runner settles every successful run again when all have finished."""
+    pending.json, notebook and figures mid-run; the runner puts back every successful run's outputs
+    and settles it again when all have finished."""
     nb = tmp_path / "notebooks" / "t" / "good.ipynb"
     nb.parent.mkdir(parents=True)
     nb.write_text(json.dumps(nb_json(GOOD)))
@@ -150,10 +154,20 @@ def test_what_ran_is_settled_again_at_the_end(tmp_path, monkeypatch):
     def schedule(jobs, *a, **k):
         for j in jobs:
             j.status = "ok"
+            if j.mode == "main":        # what a finished main run leaves behind
+                j.out = tmp_path / ".runs" / "main" / "good.ipynb"
+                j.out.parent.mkdir(parents=True)
+                j.out.write_text("executed")
+                (tmp_path / "figures" / "good").mkdir()
+                (tmp_path / "figures" / "good" / "results.json").write_text("{}")
+                figures.keep(tmp_path, "good")
         pending.write_text(owed)        # the older copy comes back after the runs settled it
+        nb.write_text(json.dumps(nb_json(GOOD)))
+        shutil.rmtree(tmp_path / "figures" / "good")
 
     monkeypatch.setattr(figures, "schedule", schedule)
     monkeypatch.setenv("REPRO_SCALE", "full")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert figures.main(["--reseed"], root=tmp_path) == 0
     assert json.loads(pending.read_text()) == {"runs": {}, "reseeds": {}}
+    assert nb.read_text() == "executed" and (tmp_path / "figures" / "good" / "results.json").exists()

@@ -88,7 +88,11 @@ class Electra(nn.Module):
         logits = logits.float()
         mlm = F.cross_entropy(logits[masked], x[masked])
         with torch.no_grad():
-            sample = torch.multinomial(logits[masked].softmax(-1), 1)[:, 0]     # temperature 1
+            probs = logits[masked].softmax(-1)                                 # temperature 1
+            # a diverged generator (an lr too large in a sweep) has non-finite rows: sample those
+            # uniformly so the step returns its NaN loss, which ends the run, instead of a CUDA assert
+            probs = torch.where(torch.isfinite(probs).all(-1, keepdim=True), probs, 1.0 / probs.shape[-1])
+            sample = torch.multinomial(probs, 1)[:, 0]
             corrupted = x_in.clone()
             corrupted[masked] = sample
             labels = (corrupted != x).float()                                  # never set where not masked
