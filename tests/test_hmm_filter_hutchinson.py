@@ -6,10 +6,24 @@ import math
 import torch
 
 from reprolib.data.class_hmm import class_hmm
-from reprolib.data.hmm_filter import forward_filter
+from reprolib.data.hmm_filter import forward_filter, sample_fast
 from reprolib.metrics.hutchinson import hutchinson_trace
 
 
+
+
+def test_sample_fast_draws_what_sample_draws():
+    """The same tensors as ClassHMM.sample from the same generator, and the generator left in the same state."""
+    cases = [(class_hmm(vocab_size=64, n_classes=16, n_topics=1, classes_per_word=4, successors=3, topic_mix=0.0), 64, 65),
+             (class_hmm(vocab_size=16, n_classes=4, n_topics=1, classes_per_word=2, successors=3, topic_mix=0.0), 8, 17),
+             (class_hmm(vocab_size=50, n_classes=8, n_topics=3, classes_per_word=2, successors=4, seed=1), 33, 20)]
+    for hmm, n, T in cases:
+        for length in (1, 2, 3, T):
+            g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+            for _ in range(3):
+                for a, b in zip(hmm.sample(n, length, g1), sample_fast(hmm, n, length, g2)):
+                    assert torch.equal(a, b)
+            assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
 
 
 def test_forward_filter_matches_enumeration():
