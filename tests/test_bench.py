@@ -19,15 +19,17 @@ def test_bench_code_paths_on_cpu(monkeypatch, tmp_path):
 
 
 def test_training_loop_table_on_cpu(monkeypatch):
-    """Table 4's paths run (reference loop, train_lm, batched seeds), count tokens and MFU consistently,
+    """Table 4's paths run (reference loop, its CUDA-graph capture, train_lm, batched seeds), count tokens
+    and MFU consistently,
     and the batched model's losses are each seed's own (vmap over stacked weights)."""
     monkeypatch.setattr(bench, "DEVICE", "cpu")
     monkeypatch.setattr(bench, "LOOP_GPTS", {"tiny": (dict(n_layer=1, d_model=32, n_head=2), 4)})
     rows = bench.bench_training_loop(rate_tflops=1.0, steps=3, seeds=2)
-    assert [r["path"] for r in rows] == ["reference loop", "train_lm eager", "2 seeds batched"]
+    assert [r["path"] for r in rows] == ["reference loop", "reference step, CUDA graph", "train_lm eager",
+                                         "2 seeds batched"]
     for r in rows:
         assert r["tokens_per_s"] > 0 and 0 < r["mfu"] and r["step_ms"] > 0
-    assert rows[-1]["speedup"] > 0
+    assert rows[-1]["speedup"] > 0 and rows[1]["speedup"] > 0
     model = bench._build_gpt(dict(n_layer=1, d_model=32, n_head=2), seq_len=16)
     n_matmul = sum(p.numel() for n, p in model.named_parameters() if p.ndim >= 2 and "tok_emb" not in n)
     assert bench.train_flops_per_token(model) == 6 * n_matmul + 6 * 1 * 16 * 32

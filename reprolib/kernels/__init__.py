@@ -9,6 +9,7 @@ _EXPORTS = exports_of({
     ".fp4": ["e2m1_round", "e4m3_round", "hadamard", "mxfp4_quantize", "nvfp4_quantize", "random_hadamard",
              "rht_matrix"],
     ".graphs": ["CapturedCall"],
+    ".graphed_step": ["GraphedStep"],
     ".lora_attention": ["adapted_weight", "attention_loss", "attention_svd", "budget_rank", "head_flops",
                         "lora_attention_grads", "relative_error", "scale_to_entry_bound", "svd_factors",
                         "taylor_degree", "taylor_factors", "taylor_features", "taylor_rank"],
