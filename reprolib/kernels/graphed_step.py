@@ -57,8 +57,9 @@ class GraphedStep:
                 g["lr"] = lr
 
     def _body(self, batch: tuple) -> torch.Tensor:
+        # autocast's weight-cast cache would hold casts made at capture: off, as the CUDA Graphs notes ask
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.amp and self.device.type == "cuda"):
+                            enabled=self.amp and self.device.type == "cuda", cache_enabled=False):
             loss = self.loss_fn(self.model, batch)
         loss.backward()
         if self.grad_clip:
