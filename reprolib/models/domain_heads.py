@@ -79,8 +79,8 @@ def drm_loss_blocks(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if n % k:
         raise ValueError(f"{n} rows do not split into {k} equal domain blocks")
     z = logits.reshape(*lead, h, k, n // k, c)
-    d = torch.arange(k, device=logits.device)
-    own, pooled = z[..., d, d, :, :], z[..., k, :, :, :]              # [..., K, b, c]: head d / head K+1 on domain d
+    own = z[..., :k, :, :, :].diagonal(dim1=-4, dim2=-3).movedim(-1, -3)   # [..., K, b, c]: head d on domain d
+    pooled = z[..., k, :, :, :]                                              # [..., K, b, c]: head K+1 on domain d
     yb = y.reshape(*lead, k, n // k)
 
     def ce(z_):                                                          # per-domain mean CE -> [..., K]
