@@ -82,3 +82,20 @@ def test_selection_hand_example():
     # gamma = 0: uniform weights 1/(K+1) on every head
     _, w0 = select_sample(logits, gamma=0.0)
     torch.testing.assert_close(w0, torch.full((3, 2), 1 / 3))
+
+
+def test_drm_loss_blocks_matches_masked_loss():
+    from reprolib.models.domain_heads import drm_loss_blocks
+    torch.manual_seed(0)
+    k, b = 4, 5
+    logits, y = torch.randn(3, k + 1, k * b, 10, requires_grad=True), torch.randint(0, 10, (3, k * b))
+    domain = torch.arange(k).repeat_interleave(b)
+    want = torch.stack([drm_loss(logits[r], y[r], domain) for r in range(3)])
+    got = drm_loss_blocks(logits, y)
+    torch.testing.assert_close(got, want)
+    g_want, = torch.autograd.grad(want.sum(), logits)
+    g_got, = torch.autograd.grad(got.sum(), logits)
+    torch.testing.assert_close(g_got, g_want)
+    torch.testing.assert_close(drm_loss_blocks(logits[0], y[0]), want[0])
+    with pytest.raises(ValueError):
+        drm_loss_blocks(logits[:, :, :-1], y[:, :-1])

@@ -67,3 +67,22 @@ def select_sample(logits: torch.Tensor, gamma: float = -1.0) -> tuple[torch.Tens
         return (w[..., None] * p).sum(0), w
     w = F.normalize(h.pow(-gamma), p=1, dim=0)
     return (w[:-1, :, None] * p[:-1]).sum(0), w
+
+
+def drm_loss_blocks(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """drm_loss for minibatches laid out in equal per-domain blocks (domain d: rows d*b .. (d+1)*b - 1),
+    without masks (no device synchronisation), over any leading dimensions (e.g. the members of a
+    ModelStack): logits [..., K + 1, K * b, c]; y [..., K * b] -> loss [...]. The same value as
+    drm_loss(logits, y, torch.arange(K).repeat_interleave(b)) per leading index, up to summation order."""
+    *lead, h, n, c = logits.shape
+    k = h - 1
+    if n % k:
+        raise ValueError(f"{n} rows do not split into {k} equal domain blocks")
+    z = logits.reshape(*lead, h, k, n // k, c)
+    own = z[..., :k, :, :, :].diagonal(dim1=-4, dim2=-3).movedim(-1, -3)   # [..., K, b, c]: head d on domain d
+    pooled = z[..., k, :, :, :]                                              # [..., K, b, c]: head K+1 on domain d
+    yb = y.reshape(*lead, k, n // k)
+
+    def ce(z_):                                                          # per-domain mean CE -> [..., K]
+        return F.cross_entropy(z_.flatten(0, -2), yb.flatten(), reduction="none").view(yb.shape).mean(-1)
+    return ((ce(own) + ce(pooled)) / 2).mean(-1)
