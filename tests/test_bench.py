@@ -38,6 +38,20 @@ def test_training_loop_table_on_cpu(monkeypatch):
                                                                training_loop=rows))
 
 
+def test_a_failed_capture_is_a_row_not_a_crash(monkeypatch):
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    monkeypatch.setattr(bench, "LOOP_GPTS", {"tiny": (dict(n_layer=1, d_model=32, n_head=2), 4)})
+
+    def fails(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+    monkeypatch.setattr(bench, "_graphed_loop", fails)
+    rows = bench.bench_training_loop(rate_tflops=1.0, steps=2, seeds=2)
+    assert rows[1]["error"] == "RuntimeError: operation not permitted when stream is capturing"
+    table = bench.markdown(dict(device="cpu", versions={}, gemm_tflops=1.0, newton_schulz=[], optimizer_step=[],
+                                train_step=[], training_loop=rows))
+    assert "failed: RuntimeError" in table and "| tiny | 2 seeds batched |" in table
+
+
 def test_batched_seeds_train_each_seed_as_alone(monkeypatch):
     """One vmapped step over stacked weights equals each model's own step (fp32, CPU)."""
     import copy
