@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from reprolib.data import icl_tasks
 from reprolib.data.icl_tasks import (INFINITE_HIGH, INFINITE_LOW, UNSEEN_BASE, counter_uniform, hash32,
-                                     pooled_images, sample_task_ids, task_permutation, task_projection,
-                                     task_sequences, unseen_task_ids)
+                                     pooled_images, projection_uniforms, sample_task_ids, task_permutation,
+                                     task_projection, task_sequences, unseen_task_ids)
 from reprolib.metrics.icl import accuracy_by_position, nearest_neighbour_by_position
 from reprolib.models.gpt import GPTConfig
 from reprolib.models.sequence_input import vector_input_gpt
@@ -54,6 +55,35 @@ def test_projections_have_entries_of_variance_one_over_d():
     # a projected unit-norm input keeps its norm on average (E ||A x||^2 = ||x||^2)
     x = torch.nn.functional.normalize(torch.randn(d, dtype=torch.float64), dim=0)
     assert abs((A @ x).pow(2).sum(-1).mean() - 1) < 0.05
+
+
+def test_fused_uniforms_fall_back_to_the_eager_ones(monkeypatch):
+    ids = torch.tensor([3, 5, UNSEEN_BASE, INFINITE_HIGH - 1])
+    eager = projection_uniforms(ids, 49)
+    assert torch.equal(eager[0], counter_uniform(ids, 49, 1)) and torch.equal(eager[1], counter_uniform(ids, 49, 2))
+    wrong = lambda fn, **kw: (lambda t, n: tuple(u + 1e-12 for u in fn(t, n)))   # a "compiled" fn that is off
+    def broken(fn, **kw):
+        raise RuntimeError("no compiler")
+    for fake in (wrong, broken):
+        monkeypatch.setattr(icl_tasks, "_FUSED", {})
+        monkeypatch.setattr(icl_tasks.torch, "compile", fake)
+        with pytest.warns(UserWarning, match="using the eager operations"):
+            got = icl_tasks.fused_projection_uniforms(ids, 49)
+        assert all(torch.equal(a, b) for a, b in zip(got, eager))
+        again = icl_tasks.fused_projection_uniforms(ids, 49)   # checked once; still the eager values
+        assert all(torch.equal(a, b) for a, b in zip(again, eager))
+        assert torch.equal(task_projection(ids, 7, fused=True), task_projection(ids, 7))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused path is for GPUs")
+def test_fused_uniforms_equal_the_eager_ones_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(icl_tasks, "_FUSED", {})
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    ids = torch.cat([sample_task_ids(None, 64, gen, device="cuda"), sample_task_ids(16, 60, gen, device="cuda"),
+                     torch.tensor([0, 2 ** 31, 2 ** 32 - 1, 2 ** 33 + 7], device="cuda")])
+    fused = icl_tasks.fused_projection_uniforms(ids, 196 * 196)
+    assert icl_tasks._FUSED[(ids.device, tuple(ids.shape), 196 * 196)], "the compiled uniforms failed their check"
+    assert all(torch.equal(a, b) for a, b in zip(fused, projection_uniforms(ids, 196 * 196)))
 
 
 def test_permutations_are_uniform_bijections():

@@ -17,6 +17,7 @@ a whole batch at once, so no table of 2^16 matrices is stored.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -43,9 +44,38 @@ def counter_uniform(task_ids: torch.Tensor, n: int, stream: int) -> torch.Tensor
     return (h.double() + 0.5) / 2.0 ** 32
 
 
-def task_projection(task_ids: torch.Tensor, dim: int, dtype=torch.float32) -> torch.Tensor:
-    """A [*ids.shape, dim, dim] with A_ij ~ N(0, 1 / dim) (Box-Muller on two counter streams)."""
-    u1, u2 = counter_uniform(task_ids, dim * dim, 1), counter_uniform(task_ids, dim * dim, 2)
+def projection_uniforms(task_ids: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two counter streams (1 and 2) that task_projection's Box-Muller reads: [*ids.shape, n] each."""
+    return counter_uniform(task_ids, n, 1), counter_uniform(task_ids, n, 2)
+
+
+_FUSED: dict = {}   # "fn": the compiled projection_uniforms; (device, shape, n): whether it passed its check
+
+
+def fused_projection_uniforms(task_ids: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """projection_uniforms through torch.compile: the two streams' ~50 elementwise int64 operations on
+    [*ids.shape, n] (each a full read and write of the tensor in eager mode) become one kernel that writes
+    the two streams once. Only integer operations and an exact scaling by 2^-32 are compiled, so the values
+    are the eager ones bit for bit. That is checked on the first call of each (device, shape, n); a failed
+    check or a failed compilation falls back to the eager operations, with a warning."""
+    key = (task_ids.device, tuple(task_ids.shape), n)
+    if key not in _FUSED:
+        try:
+            fn = _FUSED.setdefault("fn", torch.compile(projection_uniforms, dynamic=False, fullgraph=True))
+            ok = all(torch.equal(a, b) for a, b in zip(fn(task_ids, n), projection_uniforms(task_ids, n)))
+            why = "the compiled uniforms differ from the eager ones"
+        except Exception as err:   # no compiler backend on this machine, for instance
+            ok, why = False, f"{type(err).__name__}: {err}"
+        _FUSED[key] = ok
+        if not ok:
+            warnings.warn(f"fused_projection_uniforms: {why}; using the eager operations", stacklevel=2)
+    return (_FUSED["fn"] if _FUSED[key] else projection_uniforms)(task_ids, n)
+
+
+def task_projection(task_ids: torch.Tensor, dim: int, dtype=torch.float32, fused: bool = False) -> torch.Tensor:
+    """A [*ids.shape, dim, dim] with A_ij ~ N(0, 1 / dim) (Box-Muller on two counter streams).
+    fused=True draws the streams through fused_projection_uniforms (the same values, faster on a GPU)."""
+    u1, u2 = (fused_projection_uniforms if fused else projection_uniforms)(task_ids, dim * dim)
     z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
     return (z / math.sqrt(dim)).to(dtype).reshape(*task_ids.shape, dim, dim)
 
@@ -71,13 +101,13 @@ def unseen_task_ids(batch: int, offset: int = 0, device=None) -> torch.Tensor:
 
 
 def task_sequences(x: torch.Tensor, y: torch.Tensor, task_ids: torch.Tensor, seq_len: int,
-                   generator: torch.Generator | None = None, n_classes: int = 10):
+                   generator: torch.Generator | None = None, n_classes: int = 10, fused: bool = False):
     """One sequence per task id of seq_len examples drawn uniformly (with replacement) from (x [N, dim],
     y [N]). Returns inputs [B, L, dim + n_classes] = [A x_i ; onehot(pi(y_{i-1}))] and targets
-    [B, L] = pi(y_i)."""
+    [B, L] = pi(y_i). fused: task_projection's option (the same values)."""
     B, dim = len(task_ids), x.shape[1]
     idx = torch.randint(0, len(x), (B, seq_len), generator=generator, device=x.device)
-    A = task_projection(task_ids.to(x.device), dim, x.dtype)                       # [B, dim, dim]
+    A = task_projection(task_ids.to(x.device), dim, x.dtype, fused)                # [B, dim, dim]
     xs = torch.bmm(x[idx], A.transpose(1, 2))                                       # A x_i
     targets = task_permutation(task_ids.to(x.device), n_classes).gather(1, y[idx])  # pi(y_i)
     prev = torch.nn.functional.one_hot(targets, n_classes).to(x.dtype).roll(1, dims=1)
