@@ -243,3 +243,28 @@ def test_relative_thresholds_are_fixed_at_the_first_densification():
     assert math.isclose(fit.tau, 2.0 * first["grad_upper_quartile"]) and first["grad_upper_quartile"] >= first["grad_median"]
     assert math.isclose(fit.s_threshold, -0.1 * first["lam_abs_median"])
     assert len(fit.densify_log) == 2 and fit.densify_log[1]["it"] == 20
+
+
+def test_stacked_fits_equal_separate_fits():
+    """fit_splats_stack runs each fit as fit_splats does (same draws, densification, snapshot). In float64;
+    equal up to the last bits that the CPU's vectorised exp/sigmoid give rows at other offsets (with
+    ATEN_CPU_CAPABILITY=default, bit for bit)."""
+    tgts = [stills.test_card(12).to(DT), stills.test_card(12).to(DT).flip(0)]
+    common = dict(n_init=8, interval=5, densify_from=5, stats_every=5, eval_every=5, relative=True, tau=1.0, lr_scale=3.0)
+    jobs = [(0, "adc", 0, dict(snapshot_at=10)), (1, "steepest", 1, dict(s_threshold=-1e-2)), (0, "none", 2, {}),
+            (1, "steepest", 3, dict(s_threshold=-1e-1, halve_opacity=False, uncertain_filter=False))]
+    ref = [D.fit_splats(tgts[i], m, 30, torch.Generator().manual_seed(s), **common, **kw) for i, m, s, kw in jobs]
+    got = D.fit_splats_stack([tgts[i] for i, *_ in jobs], [m for _, m, _, _ in jobs], 30,
+                             [torch.Generator().manual_seed(s) for *_, s, _ in jobs], [kw for *_, kw in jobs], **common)
+    close = dict(rtol=1e-9, atol=1e-12)
+    for a, b in zip(ref, got):
+        assert (a.steps, a.count) == (b.steps, b.count) and ("snapshot" in a.params) == ("snapshot" in b.params)
+        torch.testing.assert_close([a.psnr, a.densify_log, a.tau, a.s_threshold, a.final_loss],
+                                   [b.psnr, b.densify_log, b.tau, b.s_threshold, b.final_loss], **close)
+        for k in ("xy", "log_scale", "angle", "opacity_logit", "color"):
+            torch.testing.assert_close(a.params[k], b.params[k], **close)
+            if "snapshot" in a.params:
+                sa, sb = a.params["snapshot"]["opt"], b.params["snapshot"]["opt"]
+                assert sa.t == sb.t
+                torch.testing.assert_close([sa.params[k], sa.m[k], sa.v[k]], [sb.params[k], sb.m[k], sb.v[k]], **close)
+    assert max(a.count[-1] for a in ref) > 8 and any(a.densify_log[0].get("split", 0) for a in ref)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..metrics.splitting import position_gradients, psnr, smallest_eigen, splitting_matrices
-from ..models.splat2d import SplatAdam, init_splats, pixel_grid, render
+from ..models.splat2d import SplatAdam, colors, gaussian_values, init_splats, inverse_covariance, pixel_grid, render
 
 SPLIT_SCALE = 0.8 * 2          # children's scales are s / (0.8 N), N = 2 (3DGS `densify_and_split`)
 
@@ -261,3 +261,152 @@ def split_then_train(opt: SplatAdam, target: torch.Tensor, mask: torch.Tensor, d
         opt.step()
     with torch.no_grad():
         return first, float(image_loss(render(opt.params, pixels), flat, loss))
+
+
+def _member_opt(opt: SplatAdam, rows: slice) -> SplatAdam:
+    """A SplatAdam over the rows `rows` of a stacked one: parameters, moments, lrs and step count."""
+    sub = SplatAdam.__new__(SplatAdam)
+    sub.lrs, sub.betas, sub.eps, sub.t = dict(opt.lrs), opt.betas, opt.eps, opt.t
+    sub.params = {k: p.detach()[rows].clone().requires_grad_(True) for k, p in opt.params.items()}
+    sub.m = {k: t[rows].clone() for k, t in opt.m.items()}
+    sub.v = {k: t[rows].clone() for k, t in opt.v.items()}
+    return sub
+
+
+def _stacked_opt(subs: list) -> SplatAdam:
+    """The inverse of `_member_opt`: one SplatAdam whose rows are the members' rows in order."""
+    opt = SplatAdam.__new__(SplatAdam)
+    first = subs[0]
+    opt.lrs, opt.betas, opt.eps, opt.t = dict(first.lrs), first.betas, first.eps, first.t
+    opt.params = {k: torch.cat([s.params[k].detach() for s in subs]).requires_grad_(True) for k in first.params}
+    opt.m = {k: torch.cat([s.m[k] for s in subs]) for k in first.m}
+    opt.v = {k: torch.cat([s.v[k] for s in subs]) for k in first.v}
+    return opt
+
+
+def _render_members(params: dict, pixels: torch.Tensor, sizes: list, chunk: int = 4096) -> list:
+    """`render` of each member of stacked parameters (members' rows consecutive, `sizes` rows each): the
+    Gaussians' values in one pass over all rows, then each member's image from its own rows in the same
+    chunks and matrix products as `render` of that member alone."""
+    weights = torch.sigmoid(params["opacity_logit"])[:, None] * colors(params)
+    conic = inverse_covariance(params["log_scale"], params["angle"])
+    g, _, _ = gaussian_values({"xy": params["xy"]}, pixels, conic)
+    images = []
+    for gm, wm in zip(g.split(sizes), weights.split(sizes)):
+        out = pixels.new_zeros(pixels.shape[0], 3)
+        for i in range(0, wm.shape[0], chunk):
+            out = out + gm[i:i + chunk].T @ wm[i:i + chunk]
+        images.append(out)
+    return images
+
+
+def fit_splats_stack(targets: list, methods: list, steps: int, generators: list, member_kw: list | None = None,
+                     n_init: int = 200, tau: float = 2e-4, s_threshold: float = -1e-6, lr_scale: float = 1.0,
+                     loss: str = "l1", n_views: int = 4, stats_every: int = 10, interval: int = 100,
+                     densify_from: int = 100, densify_until: float = 0.5, max_gaussians: int = 10_000,
+                     halve_opacity: bool = True, uncertain_filter: bool = True, eval_every: int = 100,
+                     min_opacity: float = 0.005, snapshot_at: int | None = None, relative: bool = False) -> list:
+    """`fit_splats` for several fits at once (one per target/method/generator; `member_kw[i]` overrides tau,
+    s_threshold, halve_opacity, uncertain_filter or snapshot_at for fit i), all with the same lr_scale and
+    schedule. The fits' Gaussians are stacked as rows of one parameter set, so every Adam iteration renders,
+    differentiates and updates all fits with one set of kernels; each fit's image, loss, view statistics,
+    random draws, densification, pruning, evaluations and snapshot are its own, in the same order and with
+    the same operations as `fit_splats` (on the CPU the results are identical; on a GPU sums over pixels
+    may be ordered differently). Returns one SplatFit per fit."""
+    n = len(targets)
+    member_kw = [dict(m) for m in (member_kw or [{}] * n)]
+    allowed = {"tau", "s_threshold", "halve_opacity", "uncertain_filter", "snapshot_at"}
+    for kw in member_kw:
+        if set(kw) - allowed:
+            raise ValueError(f"member_kw may set only {sorted(allowed)}, got {sorted(kw)}")
+    for m in methods:
+        if m not in ("adc", "steepest", "none"):
+            raise ValueError(f"unknown density control {m!r}; valid: 'adc', 'steepest', 'none'")
+    if len({tuple(t.shape) for t in targets}) != 1 or not (len(methods) == len(generators) == len(member_kw) == n):
+        raise ValueError("one method, generator (and member_kw) per target, all targets of one shape")
+    cfg = [dict(dict(tau=tau, s_threshold=s_threshold, halve_opacity=halve_opacity, uncertain_filter=uncertain_filter,
+                     snapshot_at=snapshot_at), **kw) for kw in member_kw]
+    h, w, _ = targets[0].shape
+    dev = targets[0].device
+    pixels = pixel_grid(h, w, dev, targets[0].dtype)
+    flats = [t.reshape(-1, 3) for t in targets]
+    lrs = {k: v * lr_scale for k, v in LRS_3DGS.items()}
+    opt = _stacked_opt([SplatAdam(init_splats(t, n_init, g), lrs) for t, g in zip(targets, generators)])
+    sizes = [n_init] * n
+    stats = [ViewStats.zeros(k, dev) for k in sizes]
+    fits = [SplatFit(params={}) for _ in range(n)]
+    until = int(densify_until * steps)
+    for it in range(1, steps + 1):
+        t = (it - 1) / max(1, steps - 1)
+        lr_xy = LRS_3DGS["xy"] * lr_scale * XY_LR_FINAL_RATIO ** t
+        opt.lrs["xy"] = lr_xy
+        images = _render_members(opt.params, pixels, sizes)
+        gather = it <= until and it % stats_every == 0
+        if gather:
+            for image in images:
+                image.retain_grad()
+        sum(image_loss(image, flat, loss) for image, flat in zip(images, flats)).backward()
+        if gather:
+            rows = opt.params
+            for i, off in enumerate(_offsets(sizes)):
+                views = torch.randperm(h * w, generator=generators[i], device=dev).chunk(n_views)
+                member = {k: p[off:off + sizes[i]] for k, p in rows.items()}
+                stats[i].add(position_gradients(member, pixels, images[i].grad, views))
+        opt.step()
+        densify = densify_from < it <= until and it % interval == 0
+        snap = any(c["snapshot_at"] == it for c in cfg)
+        if densify or snap:
+            subs = [_member_opt(opt, slice(off, off + k)) for off, k in zip(_offsets(sizes), sizes)]
+            for i, sub in enumerate(subs):
+                if cfg[i]["snapshot_at"] == it:
+                    fits[i].params["snapshot"] = dict(opt=copy.deepcopy(sub), lr_xy=lr_xy)
+                if densify:
+                    stats[i] = _densify_member(sub, stats[i], fits[i], cfg[i], methods[i], generators[i], pixels,
+                                               flats[i], loss, it, lr_xy, relative, max_gaussians, min_opacity, dev)
+            if densify:
+                opt, sizes = _stacked_opt(subs), [len(s) for s in subs]
+        if it % eval_every == 0 or it == steps:
+            with torch.no_grad():
+                for i, image in enumerate(_render_members(opt.params, pixels, sizes)):
+                    fits[i].steps.append(it)
+                    fits[i].psnr.append(psnr(image, flats[i]))
+                    fits[i].count.append(sizes[i])
+    with torch.no_grad():
+        finals = _render_members(opt.params, pixels, sizes)
+    for i, off in enumerate(_offsets(sizes)):
+        f = fits[i]
+        f.tau, f.s_threshold = cfg[i]["tau"], cfg[i]["s_threshold"]
+        f.final_psnr, f.final_loss = psnr(finals[i], flats[i]), float(image_loss(finals[i], flats[i], loss))
+        f.params.update({k: p.detach()[off:off + sizes[i]] for k, p in opt.params.items()})
+    return fits
+
+
+def _offsets(sizes: list) -> list:
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def _densify_member(opt, stats, fit, cfg, method, generator, pixels, flat, loss, it, lr_xy, relative, max_gaussians,
+                    min_opacity, dev):
+    """One member's densification step of `fit_splats_stack`, as `fit_splats` does it (updates cfg's
+    thresholds at the first step when `relative`); returns the fresh statistics."""
+    dl_di, _ = full_image_grad(opt.params, pixels, flat, loss)
+    s_mats = splitting_matrices(opt.params, pixels, dl_di)
+    lam, _ = smallest_eigen(s_mats)
+    n_before = len(opt)
+    entry = dict(it=it, n=n_before, frac_negative=float((lam < 0).float().mean()),
+                 grad_median=float(stats.mean_norm().median()),
+                 grad_upper_quartile=float(stats.mean_norm().quantile(0.75)), lam_abs_median=float(lam.abs().median()))
+    if relative and not fit.densify_log:
+        cfg["tau"], cfg["s_threshold"] = cfg["tau"] * entry["grad_upper_quartile"], cfg["s_threshold"] * entry["lam_abs_median"]
+    tau, s_threshold = cfg["tau"], cfg["s_threshold"]
+    stationary = stats.mean_grad().norm(dim=-1) <= tau / 2
+    entry["frac_saddle"] = float(((lam < 0) & stationary & (stats.views > 0)).float().mean())
+    if method != "none" and n_before < max_gaussians:
+        if method == "adc":
+            entry.update(densify_adc(opt, stats, tau, generator))
+        elif method == "steepest":
+            entry.update(densify_steepest(opt, stats, s_mats, tau, s_threshold, generator, lr_xy,
+                                          halve_opacity=cfg["halve_opacity"], uncertain_filter=cfg["uncertain_filter"]))
+    entry["pruned"] = prune(opt, min_opacity) if method != "none" else 0
+    fit.densify_log.append(entry)
+    return ViewStats.zeros(len(opt), dev)
