@@ -79,19 +79,24 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
+        n = i2 - i1
         saliency = W1.pow(2) / Hinv1.diagonal()[None, :].pow(2)
-        n_prune = int(round(sparsity * (i2 - i1)))
+        n_prune = int(round(sparsity * n))
         prune1 = torch.zeros_like(W1, dtype=torch.bool)
         if n_prune:
             prune1.scatter_(1, saliency.topk(n_prune, dim=1, largest=False).indices, True)
-        for i in range(i2 - i1):
-            w, d = W1[:, i], Hinv1[i, i]
-            q = torch.where(prune1[:, i], torch.zeros_like(w), w)
-            err = (w - q) / d
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]        # OBS update of the block's remaining columns
-            W1[:, i] = q
-            Err1[:, i] = err
+        # Column by column, as the official code: err = (w - q) / d with q the pruned column (w where a weight is
+        # kept, 0 where pruned), i.e. w / d where pruned and exactly 0 where kept. Views made once per block keep the
+        # loop to four kernels per column, all rows at once.
+        wcols, pcols = W1.split(1, dim=1), prune1.split(1, dim=1)     # [rows, 1] views, updated in place
+        diag, hrows = Hinv1.diagonal().unbind(0), Hinv1.unbind(0)
+        errs = []
+        for i in range(n):
+            err = torch.where(pcols[i], wcols[i], 0.0) / diag[i]
+            W1.narrow(1, i, n - i).sub_(err * hrows[i][i:])         # OBS update of the block's remaining columns
+            errs.append(err)
+        Err1 = torch.cat(errs, dim=1)
+        W1.masked_fill_(prune1, 0)   # q: a kept weight's own update is w - 0 * d = w; the pruned ones become 0
         W[:, i1:i2] = W1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]                          # the lazy update of the later blocks
         keep[:, i1:i2] = ~prune1
