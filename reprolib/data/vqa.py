@@ -83,8 +83,8 @@ def vqa_batch(images, labels, triples, n: int, m: int, generator: torch.Generato
     a = torch.empty(n, dtype=torch.long, device=dev)
     for k, kind in enumerate(MULTIMODAL_TYPES):   # every type drawn for all n, kept where chosen: one shape per step
         qk, ak = multimodal_questions(labels[idx], kind, generator)
-        pick = kinds == k
-        q[pick], a[pick] = qk[pick], ak[pick]
+        pick = kinds == k   # selected with torch.where, not a boolean index: no host sync on a GPU
+        q, a = torch.where(pick[:, None], qk, q), torch.where(pick, ak, a)
     tq, ta = sum_questions(triples[torch.randint(0, len(triples), (m,), generator=generator, device=dev)])
     return VQABatch(images[idx], q, a, kinds, tq, ta)
 
