@@ -67,24 +67,26 @@ def _grad_closed_form(W, a, x, y, wc):
     return torch.einsum("i,ir,id->rd", wc * (f - y), act * a / math.sqrt(W.shape[0]), x)
 
 
+def _federated(n, d, min_dist, clients, scheme, m, seed, dtype=torch.float64):
+    """Teacher data on the sphere split over `clients`, and one NTK net drawn from a generator seeded
+    `seed` (returned too, for the draws a test makes later)."""
+    gen = torch.Generator().manual_seed(seed)
+    x, y = sphere_teacher(n, d, min_dist, seed=seed, dtype=dtype)
+    xc, yc, wc = client_tensors(x, y, partition_clients(x, clients, scheme, seed=0), clients)
+    W, a = ntk_two_layer_init(1, m, d, gen, dtype=dtype)
+    return gen, x, y, xc, yc, wc, W, a
+
+
 def test_one_round_with_one_local_step_is_centralised_gradient_descent():
     # equal client sizes, K = 1, no adversary, eta_global = 1: the average of the client steps is one GD step
-    gen = torch.Generator().manual_seed(3)
-    x, y = sphere_teacher(40, 5, 0.2, seed=3, dtype=torch.float64)
-    assign = partition_clients(x, 4, "iid", seed=0)
-    xc, yc, wc = client_tensors(x, y, assign, 4)
-    W, a = ntk_two_layer_init(1, 32, 5, gen, dtype=torch.float64)
+    _, x, y, xc, yc, wc, W, a = _federated(40, 5, 0.2, 4, "iid", m=32, seed=3)
     new = fal_round(W, a, xc[None], yc[None], wc[None], 0.7, local_steps=1, rho=0.0, pgd_steps=5)
     central = W[0] - 0.7 * _grad_closed_form(W[0], a[0], x, y, torch.full((40,), 1 / 40, dtype=torch.float64))
     assert (new[0] - central).abs().max() < 1e-12
 
 
 def test_client_loss_gradient_matches_the_closed_form():
-    gen = torch.Generator().manual_seed(4)
-    x, y = sphere_teacher(30, 4, 0.2, seed=4, dtype=torch.float64)
-    assign = partition_clients(x, 3, "kmeans", seed=0)
-    xc, yc, wc = client_tensors(x, y, assign, 3)
-    W, a = ntk_two_layer_init(1, 16, 4, gen, dtype=torch.float64)
+    _, x, y, xc, yc, wc, W, a = _federated(30, 4, 0.2, 3, "kmeans", m=16, seed=4)
     Wc = W[:, None].expand(-1, 3, -1, -1).clone().requires_grad_(True)
     g, = torch.autograd.grad(client_losses(Wc, a, xc[None], yc[None], wc[None]).sum(), Wc)
     for c in range(3):
@@ -124,10 +126,7 @@ def test_stacked_runs_equal_each_run_alone():
 
 
 def test_adversarial_round_lowers_the_robust_loss_of_a_wide_net():
-    gen = torch.Generator().manual_seed(7)
-    x, y = sphere_teacher(40, 5, 0.3, seed=7)
-    xc, yc, wc = client_tensors(x, y, partition_clients(x, 4, "kmeans", seed=0), 4)
-    W, a = ntk_two_layer_init(1, 256, 5, gen)
+    gen, x, y, xc, yc, wc, W, a = _federated(40, 5, 0.3, 4, "kmeans", m=256, seed=7, dtype=torch.float32)
     loss = lambda V: (lambda z: 0.5 * (ntk_two_layer(V, a, z) - y) ** 2)
     robust = lambda V: loss(V)(pgd_l2(loss(V), x[None], 0.1, 10, generator=gen)).mean()
     start = robust(W)

@@ -193,6 +193,7 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
     opt = SplatAdam(init_splats(target, n_init, generator), {k: v * lr_scale for k, v in LRS_3DGS.items()})
     stats = ViewStats.zeros(len(opt), dev)
     fit = SplatFit(params={})
+    cfg = dict(tau=tau, s_threshold=s_threshold, halve_opacity=halve_opacity, uncertain_filter=uncertain_filter)
     until = int(densify_until * steps)
     for it in range(1, steps + 1):
         # position lr: exponential decay 1.6e-4 -> 1.6e-6 over the run (3DGS `get_expon_lr_func`)
@@ -209,32 +210,14 @@ def fit_splats(target: torch.Tensor, method: str, steps: int, generator: torch.G
         if snapshot_at == it:
             fit.params["snapshot"] = dict(opt=copy.deepcopy(opt), lr_xy=lr_xy)
         if densify_from < it <= until and it % interval == 0:
-            dl_di, _ = full_image_grad(opt.params, pixels, flat, loss)
-            s_mats = splitting_matrices(opt.params, pixels, dl_di)
-            lam, _ = smallest_eigen(s_mats)
-            n_before = len(opt)
-            entry = dict(it=it, n=n_before, frac_negative=float((lam < 0).float().mean()),
-                         grad_median=float(stats.mean_norm().median()),
-                         grad_upper_quartile=float(stats.mean_norm().quantile(0.75)), lam_abs_median=float(lam.abs().median()))
-            if relative and not fit.densify_log:
-                tau, s_threshold = tau * entry["grad_upper_quartile"], s_threshold * entry["lam_abs_median"]
-            stationary = stats.mean_grad().norm(dim=-1) <= tau / 2   # the code's min_grad : tau = 1 : 2
-            entry["frac_saddle"] = float(((lam < 0) & stationary & (stats.views > 0)).float().mean())
-            if method != "none" and n_before < max_gaussians:
-                if method == "adc":
-                    entry.update(densify_adc(opt, stats, tau, generator))
-                elif method == "steepest":
-                    entry.update(densify_steepest(opt, stats, s_mats, tau, s_threshold, generator, lr_xy,
-                                                  halve_opacity=halve_opacity, uncertain_filter=uncertain_filter))
-            entry["pruned"] = prune(opt, min_opacity) if method != "none" else 0
-            fit.densify_log.append(entry)
-            stats = ViewStats.zeros(len(opt), dev)
+            stats = _densify_step(opt, stats, fit, cfg, method, generator, pixels, flat, loss, it, lr_xy, relative,
+                                    max_gaussians, min_opacity, dev)
         if it % eval_every == 0 or it == steps:
             with torch.no_grad():
                 fit.steps.append(it)
                 fit.psnr.append(psnr(render(opt.params, pixels), flat))
                 fit.count.append(len(opt))
-    fit.tau, fit.s_threshold = tau, s_threshold
+    fit.tau, fit.s_threshold = cfg["tau"], cfg["s_threshold"]
     with torch.no_grad():
         full = render(opt.params, pixels)
         fit.final_psnr, fit.final_loss = psnr(full, flat), float(image_loss(full, flat, loss))
@@ -361,7 +344,7 @@ def fit_splats_stack(targets: list, methods: list, steps: int, generators: list,
                 if cfg[i]["snapshot_at"] == it:
                     fits[i].params["snapshot"] = dict(opt=copy.deepcopy(sub), lr_xy=lr_xy)
                 if densify:
-                    stats[i] = _densify_member(sub, stats[i], fits[i], cfg[i], methods[i], generators[i], pixels,
+                    stats[i] = _densify_step(sub, stats[i], fits[i], cfg[i], methods[i], generators[i], pixels,
                                                flats[i], loss, it, lr_xy, relative, max_gaussians, min_opacity, dev)
             if densify:
                 opt, sizes = _stacked_opt(subs), [len(s) for s in subs]
@@ -385,10 +368,11 @@ def _offsets(sizes: list) -> list:
     return [sum(sizes[:i]) for i in range(len(sizes))]
 
 
-def _densify_member(opt, stats, fit, cfg, method, generator, pixels, flat, loss, it, lr_xy, relative, max_gaussians,
+def _densify_step(opt, stats, fit, cfg, method, generator, pixels, flat, loss, it, lr_xy, relative, max_gaussians,
                     min_opacity, dev):
-    """One member's densification step of `fit_splats_stack`, as `fit_splats` does it (updates cfg's
-    thresholds at the first step when `relative`); returns the fresh statistics."""
+    """One densification step of a fit (of `fit_splats`, or one member of `fit_splats_stack`): updates cfg's
+    thresholds at the first step when `relative`, logs the step in fit.densify_log, returns fresh statistics.
+    The code's min_grad : tau = 1 : 2 sets the stationarity test."""
     dl_di, _ = full_image_grad(opt.params, pixels, flat, loss)
     s_mats = splitting_matrices(opt.params, pixels, dl_di)
     lam, _ = smallest_eigen(s_mats)
