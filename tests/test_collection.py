@@ -246,3 +246,28 @@ def test_no_export_table_names_a_module_twice():
                 table = node.value.args[0] if isinstance(node.value, ast.Call) else node.value
                 keys = [ast.literal_eval(k) for k in table.keys]
                 assert len(keys) == len(set(keys)), f"{init.relative_to(ROOT)}: {sorted({k for k in keys if keys.count(k) > 1})}"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tuning_seeds_never_meet_the_reseed_seeds(nb_path):
+    """Tuning seeds written into `Run(..., tune_seeds=[...])` stay off the reported seeds and off the
+    reseed check's seeds (reported + RESEED_OFFSET): a clash stops the check at its first cell."""
+    import ast
+    from reprolib.figures import RESEED_OFFSET
+    cells = json.loads(nb_path.read_text())["cells"]
+    params = next(_text(c) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    scope = {}
+    exec(params, scope)   # the parameters cell is plain assignments (`seeds = list(range(10))` too)
+    seeds = scope["seeds"]
+    code = "\n".join(_text(c) for c in cells if c["cell_type"] == "code")
+    for node in ast.walk(ast.parse("\n".join(ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Run":
+            for kw in node.keywords:
+                if kw.arg == "tune_seeds":
+                    try:
+                        tune = set(ast.literal_eval(kw.value))
+                    except ValueError:
+                        continue   # computed from seeds: Run itself refuses an overlap with the reported seeds
+                    taken = set(seeds) | {s + RESEED_OFFSET for s in seeds}
+                    assert not tune & taken, \
+                        f"{nb_path.stem}: tuning seeds {sorted(tune & taken)} are reported or reseed-check seeds"
