@@ -134,6 +134,32 @@ def test_dual_importance_reduces_to_domain_taylor_without_steps_and_restores_wei
         assert not torch.allclose(s1[n], s0[n])                              # the steps change the scores
 
 
+def test_taylor_baselines_are_dpruner_without_its_penalty():
+    """The notebook's Taylor baselines are D-Pruner's score with lambda = 0. Then G plays no part, so D-Pruner
+    at lambda = 0 is the domain-only baseline and a comparison between them isolates the penalty. The
+    baselines of the notebook's first full-scale run used taylor_importance instead: the absolute value of the
+    group-averaged terms, not the group average of absolute values. It is another score, even with no steps,
+    and this test fails if the two are ever taken for one."""
+    model = tiny_gpt()
+    params = {"w1": model.blocks[0].mlp.w1.weight, "qkv": model.blocks[0].attn.qkv.weight}
+    g = torch.Generator().manual_seed(4)
+    groups = [torch.randint(0, 11, (2, 9), generator=g) for _ in range(4)]
+    general = metrics.taylor_importance(model, params, groups[:2], lm_loss)
+    other = {n: torch.rand(p.shape, generator=g) + 0.1 for n, p in params.items()}
+    for lr in (0.0, 0.5):
+        a = metrics.dual_importance(model, params, general, groups, lm_loss, lam=0.0, lr=lr)
+        b = metrics.dual_importance(model, params, other, groups, lm_loss, lam=0.0, lr=lr)
+        for n in params:
+            torch.testing.assert_close(a[n], b[n], rtol=0, atol=0)   # lambda = 0: G plays no part
+    stepped = metrics.dual_importance(model, params, general, groups, lm_loss, lam=0.0, lr=0.5)
+    still = metrics.dual_importance(model, params, general, groups, lm_loss, lam=0.0, lr=0.0)
+    averaged = metrics.taylor_importance(model, params, groups, lm_loss)
+    for n in params:
+        assert (still[n] >= averaged[n] - 1e-6).all()                 # mean of |.| >= |mean| (triangle inequality)
+        assert not torch.allclose(still[n], averaged[n], rtol=1e-3)   # and they differ
+        assert not torch.allclose(stepped[n], still[n], rtol=1e-3)    # the steps count too
+
+
 def test_dual_importance_penalty_favours_generally_important_weights():
     """With a huge lambda the proximal step pins generally important weights to theta0; with lambda = 0 it
     is plain SGD. The penalty's gradient 2 lambda Ghat (theta_t - theta0) then adds score to weights that both
