@@ -24,7 +24,7 @@ FORCE ?=
 RESEED ?=
 PER_GPU ?=
 RUNNER = $(BIN)/python -m reprolib.figures $(if $(NB),--nb $(NB)) $(if $(PER_GPU),--per-gpu $(PER_GPU)) \
-  $(if $(START_WITHIN),--start-within $(START_WITHIN))
+  $(if $(START_WITHIN),--start-within $(START_WITHIN)) $(if $(FINISH_WITHIN),--finish-within $(FINISH_WITHIN))
 
 .PHONY: setup test figures reseed stale smoke smoke-times lab dashboard site student clean bench wheelhouse
 

@@ -243,8 +243,16 @@ def priority(j: Job) -> tuple:
     return (j.extra.get("rank", 0), not j.extra.get("first", False), not j.exclusive, -j.estimate_s)
 
 
+def expected_s(j: Job) -> float:
+    """What a job is expected to take: its estimate, and for a reseed whose main run has just finished,
+    0.6 of that run's wall time (a reseed reuses the tuned settings, so it skips the tuning runs)."""
+    if j.mode == "reseed" and j.after is not None and "wall_s" in j.after.extra:
+        return 0.6 * j.after.extra["wall_s"]
+    return j.estimate_s
+
+
 def schedule(jobs: list[Job], root: Path, scale: str, gpus: list, per_gpu: int,
-             start_within_s: float | None = None) -> None:
+             start_within_s: float | None = None, finish_within_s: float | None = None) -> None:
     running = {g: [] for g in gpus}
     t0 = time.perf_counter()
     try:
@@ -263,7 +271,15 @@ def schedule(jobs: list[Job], root: Path, scale: str, gpus: list, per_gpu: int,
                 if j.status == "pending" and j.after is not None and j.after.status in ("failed", "skipped",
                                                                                          "not started"):
                     j.status = "skipped"
-                    print(f"[{_stamp()}] skip   {j.name}: its main run failed", flush=True)
+                    print(f"[{_stamp()}] skip   {j.name}: its main run {'failed' if j.after.status == 'failed' else j.after.status}",
+                          flush=True)
+            if finish_within_s is not None:
+                left = finish_within_s - (time.perf_counter() - t0)
+                for j in jobs:
+                    if j.status == "pending" and (j.after is None or j.after.status == "ok") and expected_s(j) > left:
+                        j.status = "not started"
+                        print(f"[{_stamp()}] not started {j.name}: expected {expected_s(j):.0f} s, {max(left, 0):.0f} s "
+                              "left of --finish-within; still owed", flush=True)
             ready = sorted((j for j in jobs if j.status == "pending" and (j.after is None or j.after.status == "ok")),
                            key=priority)
             for g in gpus:
@@ -295,6 +311,10 @@ def main(argv=None, root: Path | None = None) -> int:
                     help="start runs in the order of --nb (a notebook's reseed right after its main run) "
                          "instead of never-run first, then longest first")
     ap.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    ap.add_argument("--finish-within", type=float, metavar="MINUTES",
+                    help="start a run only if its expected wall time (its last run's, packed; a reseed 0.6 of its "
+                         "main run's) ends within this many minutes: a lease of fixed length starts short runs late "
+                         "instead of long runs that it would lose")
     ap.add_argument("--start-within", type=float, metavar="MINUTES",
                     help="start no run after this many minutes (a GPU lease of fixed length: what did not start "
                          "stays owed, and runs already started finish)")
@@ -352,7 +372,8 @@ def main(argv=None, root: Path | None = None) -> int:
     t0 = time.perf_counter()
     print(f"[{_stamp()}] {len(jobs)} runs on {len(gpus)} {'GPU' if scale == 'full' else 'slot'}(s), "
           f"up to {per_gpu} per GPU", flush=True)
-    schedule(jobs, root, scale, gpus, per_gpu, args.start_within * 60 if args.start_within else None)
+    schedule(jobs, root, scale, gpus, per_gpu, args.start_within * 60 if args.start_within else None,
+             args.finish_within * 60 if args.finish_within else None)
     wall = time.perf_counter() - t0
     done = [j for j in jobs if j.status == "ok"]
     for j in done:   # again at the end: a checkout copied over the running one may have put back

@@ -120,6 +120,35 @@ def test_never_run_notebooks_start_first_and_a_lease_stops_new_starts(tmp_path, 
     assert "past --start-within" in capsys.readouterr().out
 
 
+def test_finish_within_starts_only_what_ends_in_time(tmp_path, monkeypatch, capsys):
+    """--finish-within: a long run that would end after the lease is not started (it would be lost), a
+    short one still is; a reseed is judged by its main run's wall time once that run has finished."""
+    long, short = job("long"), job("short")
+    long.estimate_s, short.estimate_s = 900.0, 60.0
+    reseed = figures.Job(Path("short.ipynb"), "reseed", after=short, estimate_s=10.0)
+    started = []
+
+    class Done:
+        def poll(self):
+            return 0
+
+    def start(j, *a):
+        started.append(j.name)
+        j.status, j.proc = "running", Done()
+
+    def finish(j, root):
+        j.status = "ok"
+        j.extra["wall_s"] = 1000.0 if j is short else 1.0   # the main run took far longer than its estimate
+
+    monkeypatch.setattr(figures, "start", start)
+    monkeypatch.setattr(figures, "finish", finish)
+    figures.schedule([long, short, reseed], tmp_path, "full", [0], per_gpu=2, finish_within_s=120.0)
+    assert started == ["short (main)"]
+    assert long.status == "not started" and reseed.status == "not started"   # 0.6 x 1000 s > 120 s
+    assert "left of --finish-within" in capsys.readouterr().out
+    assert figures.expected_s(reseed) == 600.0
+
+
 def test_in_order_starts_runs_in_the_order_of_nb(tmp_path, monkeypatch):
     """--in-order: a lease finishes the notebooks named first, reseeds included, before the others,
     even when a later one has never run."""
