@@ -83,20 +83,23 @@ class Electra(nn.Module):
         self.sharing, self.mask_id, self.rtd_weight, self.mask_prob = sharing, mask_id, rtd_weight, mask_prob
 
     def forward(self, x: torch.Tensor, masked: torch.Tensor) -> ElectraOut:
+        # the masked positions as one flat index, found once (one host sync a step): gathering rows by it
+        # gives exactly what boolean indexing gives (same rows, same order), which would sync at every use
+        where = masked.flatten().nonzero()[:, 0]
         x_in = torch.where(masked, torch.full_like(x, self.mask_id), x)
         logits, _ = self.generator(x_in)
-        logits = logits.float()
-        mlm = F.cross_entropy(logits[masked], x[masked])
+        logits_m = logits.flatten(0, -2).index_select(0, where).float()        # logits[masked]
+        x_m = x.flatten().index_select(0, where)                               # x[masked]
+        mlm = F.cross_entropy(logits_m, x_m)
         with torch.no_grad():
-            probs = logits[masked].softmax(-1)                                 # temperature 1
+            probs = logits_m.softmax(-1)                                       # temperature 1
             # a diverged generator (an lr too large in a sweep) has non-finite rows: sample those
             # uniformly so the step returns its NaN loss, which ends the run, instead of a CUDA assert
             probs = torch.where(torch.isfinite(probs).all(-1, keepdim=True), probs, 1.0 / probs.shape[-1])
             sample = torch.multinomial(probs, 1)[:, 0]
-            corrupted = x_in.clone()
-            corrupted[masked] = sample
+            corrupted = x_in.flatten().index_copy(0, where, sample).view_as(x_in)   # corrupted[masked] = sample
             labels = (corrupted != x).float()                                  # never set where not masked
         rtd_logits = self.discriminator(corrupted)[0][..., 0].float()
         rtd = F.binary_cross_entropy_with_logits(rtd_logits, labels)
-        correct = (logits[masked].argmax(-1) == x[masked]).float().mean()
+        correct = (logits_m.argmax(-1) == x_m).float().mean()
         return ElectraOut(mlm + self.rtd_weight * rtd, mlm, rtd, corrupted, labels, rtd_logits, masked, correct)
