@@ -197,3 +197,34 @@ def test_td3_pieces():
     assert torch.equal(actor.norms[0].moving_mean[1], torch.zeros_like(actor.norms[0].moving_mean[1]))
     exact = recalibrate(actor, buffers, 2, 8, commit=torch.tensor([False, False]))
     assert len(exact) == 3 and exact[0][0].shape == (2, 8)
+
+
+def test_td3_multi_tensor_steps_match_the_per_tensor_ones():
+    # _member_step: optim.member_step's arithmetic, bit for bit; _soft_update: one lerp per tensor
+    from reprolib.optim.member_step import member_step
+    from reprolib.rl.td3 import _member_step
+    nets = [StackedSNMLP([4, 8, 1], [torch.Generator().manual_seed(s) for s in (0, 1, 2)], sn_layers=())
+            for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    rates = torch.tensor([1e-3, 3e-3, 0.0])
+    opts = [torch.optim.Adam(n.parameters(), lr=1.0) for n in nets]
+    for _ in range(3):
+        for n in nets:
+            n.zero_grad()
+            n(torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(7))).pow(2).sum().backward()
+        member_step(opts[0], rates)
+        ps = list(nets[1].parameters())
+        _member_step(opts[1], ps, [rates.view(-1, *[1] * (p.dim() - 1)).expand_as(p).contiguous() for p in ps])
+    assert all(torch.equal(p, q) for p, q in zip(nets[0].parameters(), nets[1].parameters()))
+    a = _actor(["care", "ema"], torch.float32)
+    t = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(torch.randn_like(p))
+        for n in a.norms:
+            n.moving_var.mul_(2.0)
+    want = [x.lerp(y, 0.005) for x, y in zip(t.parameters(), a.parameters())]
+    want_var = t.norms[1].moving_var.lerp(a.norms[1].moving_var, 0.005)
+    _soft_update(t, a, 0.005)
+    assert all(torch.equal(x, w) for x, w in zip(t.parameters(), want))
+    assert torch.equal(t.norms[1].moving_var, want_var)
