@@ -218,6 +218,23 @@ def test_rht_keeps_products_and_acts_per_block():
     assert torch.allclose(random_hadamard(spike).abs(), torch.full((1, 16), 2.0))   # an outlier spread evenly
 
 
+
+def test_random_hadamard_builds_its_matrix_once_per_device_and_dtype():
+    """The matrix is built once and kept on the tensor's device: rebuilding it on the host and copying it
+    to a GPU at every call made every Wgrad wait for the GPU."""
+    from reprolib.kernels import fp4
+    fp4._rht_matrix_on.cache_clear()
+    x = torch.randn(8, 32, dtype=torch.float64)
+    with torch.inference_mode():   # a matrix first built here must still serve autograd later
+        random_hadamard(x)
+    y = random_hadamard(x)
+    assert fp4._rht_matrix_on.cache_info().misses == 1 and fp4._rht_matrix_on.cache_info().hits == 1
+    assert torch.equal(fp4._rht_matrix_on(0, torch.float64, x.device), rht_matrix(0, dtype=torch.float64))
+    assert torch.equal(y, (x.reshape(8, 2, 16) @ rht_matrix(0, dtype=torch.float64)).reshape(8, 32))
+    xr = x.clone().requires_grad_()
+    random_hadamard(xr).sum().backward()
+    assert xr.grad is not None
+
 # ---- the FP4 linear layer ----------------------------------------------------------------------
 def test_fp4_linear_runs_the_three_gemms_of_the_recipe():
     g = torch.Generator().manual_seed(4)

@@ -141,10 +141,18 @@ def rht_matrix(seed: int = 0, n: int = RHT_SIZE, dtype=torch.float32, device=Non
     return (s[:, None] * hadamard(n, dtype) / n ** 0.5).to(device)
 
 
+@functools.lru_cache(maxsize=None)
+def _rht_matrix_on(seed: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """rht_matrix(seed) built once per (seed, dtype, device) and kept there: building it on the host and
+    copying it to a GPU at every call made each call wait for the GPU (a blocking host-to-device copy)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return rht_matrix(seed, dtype=dtype, device=device)
+
+
 def random_hadamard(x: Tensor, seed: int = 0) -> Tensor:
     """x with every block of 16 along its last dim multiplied by rht_matrix(seed): x_blocks @ T."""
     n = x.shape[-1]
     if n % RHT_SIZE:
         raise ValueError(f"last dim {n} does not split into blocks of {RHT_SIZE}")
-    t = rht_matrix(seed, dtype=x.dtype, device=x.device)
+    t = _rht_matrix_on(seed, x.dtype, x.device)
     return (x.reshape(*x.shape[:-1], n // RHT_SIZE, RHT_SIZE) @ t).reshape(x.shape)
