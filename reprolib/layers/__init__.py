@@ -16,6 +16,7 @@ _EXPORTS = exports_of({
     ".embedding_sharing": ["GDESEmbedding", "MODES", "discriminator_table", "share_embeddings"],
     ".dora": ["DoRALinear", "dora_linears", "set_dora_mode"],
     ".fp4_linear": ["FP4Linear", "FP4Recipe", "fp4_linears"],
+    ".mask_swap": ["swap_mask", "swap_masks"],
     ".lora": ["LoRALinear", "accumulate_grads", "lora_init", "lora_linears", "lora_sb_init", "lora_xs_init",
               "trainable_count", "update_approximation"],
     ".mixed_precision": ["COST", "PrecisionLinear", "QuantisedGemms", "gemm_shares", "plan_cost", "precision_linears",
