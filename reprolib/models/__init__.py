@@ -8,6 +8,7 @@ from .._lazy import attach, exports_of
 _EXPORTS = exports_of({".cnn": ["SmallCNN"], ".gpt": ["GPT", "GPTConfig", "apply_rope", "rope_tables"],
                        ".mlp": ["MLP"], ".stacked_mlp": ["StackedMLP", "relu_half"], ".vit": ["TinyViT"],
                        ".init": ["fresh_init", "shrink_perturb"], ".stack": ["ModelStack"], ".stacked_sn_mlp": ["StackedSNMLP"],
+                       ".stacked_sn_mlp_fixed": ["StackedSNMLPFixed"],
                        ".spiking_actor": ["StackedMLPActor", "StackedSpikingActor"],
                        ".features": ["WithFeatures"],
                        ".projector": ["MultiHeadProjector", "projection_mlp"],

@@ -20,12 +20,15 @@ from __future__ import annotations
 import torch
 
 
-def adversarial_smoothness(f, x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator | None = None):
-    """f maps inputs [R, B, d] to outputs [R, B, k]; x is [B, d] (shared) or [R, B, d]; returns [R]."""
+def adversarial_smoothness(f, x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator | None = None,
+                           start: torch.Tensor | None = None):
+    """f maps inputs [R, B, d] to outputs [R, B, k]; x is [B, d] (shared) or [R, B, d]; returns [R].
+    start: the uniform [0, 1) draw [R, B, d] of the random start, when drawn beforehand (else drawn here)."""
     R = eps.numel()
     x = x.expand(R, *x.shape) if x.ndim == 2 else x
     radius = eps.to(x.dtype).view(R, 1, 1)
-    delta0 = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * radius
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) if start is None else start
+    delta0 = (2 * u - 1) * radius
     clean = f(x)
     d = delta0.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -16,6 +16,8 @@ y = mu + exp(logvar / 2) * noise for a probabilistic member, y = mu for a determ
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -65,12 +67,38 @@ def sample_ensemble(out: torch.Tensor, members: torch.Tensor, probabilistic: tor
     member's outputs on the same N inputs; members [E, S] lists the S member indices of each of E
     ensembles (S = 1: a single model). Returns [E, N, k]: for each ensemble and transition, a uniformly
     drawn member's mean, plus its Gaussian noise where that member is probabilistic."""
-    mu, logvar = split_output(out)                                    # [D, N, k]
     E, S = members.shape
-    N = out.size(1)
-    pick = torch.randint(S, (E, N), generator=generator, device=out.device)
+    pick, noise = ensemble_draws(E, S, out.size(1), out.size(-1) // 2, generator, out.device, out.dtype)
+    return sample_ensemble_drawn(out, members, probabilistic, pick, noise)
+
+
+def ensemble_draws(E: int, S: int, N: int, k: int, generator: torch.Generator | None = None, device=None,
+                   dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """sample_ensemble's random draws, made in its order: the member picked per transition [E, N] and
+    the Gaussian noise [E, N, k]. Draws made ahead of time (several steps' at once) give the same numbers."""
+    pick = torch.randint(S, (E, N), generator=generator, device=device)
+    noise = torch.randn((E, N, k), generator=generator, device=device, dtype=dtype)
+    return pick, noise
+
+
+@torch.no_grad()
+def sample_ensemble_drawn(out: torch.Tensor, members: torch.Tensor, probabilistic: torch.Tensor, pick: torch.Tensor,
+                          noise: torch.Tensor) -> torch.Tensor:
+    """sample_ensemble with its draws given (ensemble_draws): pick [E, N] and noise [E, N, k]."""
+    mu, logvar = split_output(out)                                    # [D, N, k]
+    E, N = pick.shape
     idx = members.gather(1, pick)                                     # [E, N] model member per transition
     n_idx = torch.arange(N, device=out.device)[None].expand(E, N)
     m, lv = mu[idx, n_idx], logvar[idx, n_idx]                        # [E, N, k]
-    noise = torch.randn(m.shape, generator=generator, device=out.device, dtype=m.dtype)
     return m + torch.where(probabilistic[idx][..., None], torch.exp(lv / 2) * noise, torch.zeros_like(m))
+
+
+def member_subset(nets, idx: torch.Tensor):
+    """One stacked network (a copy of nets[0]'s kind) holding members idx of the stacked networks `nets`
+    placed end to end (same layer sizes): the members a computation needs, without the others' work."""
+    sub = copy.deepcopy(nets[0])
+    with torch.no_grad():
+        for name, p in list(sub.named_parameters()) + list(sub.named_buffers()):
+            full = torch.cat([dict(list(n.named_parameters()) + list(n.named_buffers()))[name] for n in nets])
+            p.data = full[idx.to(full.device)].detach().clone()
+    return sub

@@ -65,6 +65,57 @@ def fitted_q_iteration(qnet, features, sample_states, next_states, reward, gamma
     return dict(values=torch.stack(history) if history else None, td=torch.stack(td))
 
 
+def fitted_q_iteration_blocked(qnet, features, draw, next_states, reward, gamma: float, iters: int, inner: int,
+                               batch: int, lrs: torch.Tensor, eps: torch.Tensor | None = None, adv_weight: float = 1.0,
+                               reward_scale: float = 1.0, probe: torch.Tensor | None = None, generator=None) -> dict:
+    """fitted_q_iteration with the same numbers and fewer, larger operations: the target network is fixed
+    for an iteration's `inner` steps and the states and model draws do not depend on the Q-network, so
+    the random draws of the iteration's steps are made first, in the order fitted_q_iteration makes them
+    (states, model draws, then the adversarial random start), and the next states and targets of all
+    `inner` steps are computed at once.
+
+    draw(B) -> (z [B, n], d): one step's states and the model draws next_states needs (a tuple of
+    tensors, each with the step's transitions along dim 1); next_states(z, d) -> [R, B', A, n] for the
+    states z [B', n] of several steps and their draws concatenated along dim 1. The rest is as in
+    fitted_q_iteration."""
+    R = lrs.numel()
+    opt = torch.optim.Adam(qnet.parameters(), lr=1.0)
+    use_adv = eps is not None and bool((eps > 0).any())
+    history, td = [], []
+    target = copy.deepcopy(qnet).eval()
+    for it in range(iters):
+        target.load_state_dict(qnet.state_dict())
+        zs, ds, starts = [], [], []
+        for _ in range(inner):
+            z, d = draw(batch)
+            zs.append(z)
+            ds.append(d)
+            if use_adv:                                                        # adversarial_smoothness's draw
+                starts.append(torch.rand((R, *z.shape), generator=generator, device=z.device, dtype=z.dtype))
+        z_all = torch.cat(zs)
+        with torch.no_grad():
+            nxt = next_states(z_all, tuple(torch.cat(parts, 1) for parts in zip(*ds)))   # [R, inner B, A, n]
+            A = nxt.size(2)
+            q_next = target(features(nxt.flatten(1, 2))).amax(-1).view(R, inner * batch, A)
+            y_all = reward_scale * reward(z_all)[None] + gamma * q_next                  # [R, inner B, A]
+        td_sum = torch.zeros(R, device=lrs.device)
+        for i, z in enumerate(zs):
+            y = y_all[:, i * batch:(i + 1) * batch]
+            loss = (qnet(features(z)) - y).pow(2).mean((1, 2))
+            td_sum += loss.detach()
+            if use_adv:
+                loss = loss + adv_weight * adversarial_smoothness(lambda x: qnet(features(x)), z, eps,
+                                                                  start=starts[i])
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            member_step(opt, lrs)
+        td.append(td_sum / inner)
+        if probe is not None:
+            with torch.no_grad():
+                history.append(state_values(qnet, features, probe))
+    return dict(values=torch.stack(history) if history else None, td=torch.stack(td))
+
+
 @torch.no_grad()
 def state_values(qnet, features, z: torch.Tensor) -> torch.Tensor:
     """V(z) = max_a Q(z, a) of every member at states z [P, n] (shared) or [R, P, n] (a set per member),
