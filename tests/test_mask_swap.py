@@ -9,19 +9,22 @@ from reprolib.layers import ScoreMasked, magnitude_masks, score_masked, swap_mas
 from reprolib.models import SmallCNN
 
 
-def test_swap_mask_short_restriction_closed_form():
+@pytest.mark.parametrize("swap", [lambda sm, rate: sm.update_mask(rate), swap_mask], ids=["update_mask", "swap_mask"])
+def test_short_restriction_closed_form(swap):
+    # the reference ScoreMasked.update_mask and the fast swap_mask on one hand-worked example
     layer = nn.Linear(10, 1)
     mask = torch.zeros(1, 10, dtype=torch.bool)
     mask[0, :4] = True                                  # k = 4
     sm = ScoreMasked(layer, mask, "magnitude")
     with torch.no_grad():                               # kept 0..3, pruned 4..9
         sm.scores.copy_(torch.tensor([[0.1, 0.2, 0.9, 0.95, 0.5, 0.6, 0.7, 0.3, 1.2, 0.05]]))
-    n = swap_mask(sm, rate=0.4)                         # ceil(0.8) = 1 pair: best in (8), worst out (0)
+    # top-4 = {8, 3, 2, 6}: incoming pruned {8 (1.2), 6 (0.7)}, outgoing kept {0 (0.1), 1 (0.2)}; c = 2
+    n = swap(sm, 0.4)                                   # ceil(0.8) = 1 pair: best in (8), worst out (0)
     assert int(n) == 1 and sm.mask[0].nonzero().flatten().tolist() == [1, 2, 3, 8]
-    n = swap_mask(sm, rate=1.0)                         # the remaining pair: 6 in, 1 out
+    n = swap(sm, 1.0)                                   # the remaining pair: 6 in, 1 out
     assert int(n) == 1 and sm.mask[0].nonzero().flatten().tolist() == [2, 3, 6, 8]
     assert torch.equal(sm.mask, topk_mask(sm.scores, 4))
-    assert int(swap_mask(sm, 1.0)) == 0                 # at the top-k: nothing to swap
+    assert int(swap(sm, 1.0)) == 0                      # at the top-k: nothing to swap
 
 
 @pytest.mark.parametrize("kind", ["magnitude", "random"])

@@ -54,22 +54,6 @@ def test_magnitude_masks_match_torch_prune():
         assert torch.equal(masks[n], mods[n].weight_mask.bool())
 
 
-def test_update_mask_short_restriction_closed_form():
-    layer = nn.Linear(10, 1)
-    mask = torch.zeros(1, 10, dtype=torch.bool)
-    mask[0, :4] = True                                  # k = 4
-    sm = ScoreMasked(layer, mask, "magnitude")
-    with torch.no_grad():                               # kept 0..3, pruned 4..9
-        sm.scores.copy_(torch.tensor([[0.1, 0.2, 0.9, 0.95, 0.5, 0.6, 0.7, 0.3, 1.2, 0.05]]))
-    # top-4 = {8, 3, 2, 6}: incoming pruned {8 (1.2), 6 (0.7)}, outgoing kept {0 (0.1), 1 (0.2)}; c = 2
-    n = sm.update_mask(rate=0.4)                        # ceil(0.8) = 1 pair: best in (8), worst out (0)
-    assert int(n) == 1 and sm.mask[0].nonzero().flatten().tolist() == [1, 2, 3, 8]
-    n = sm.update_mask(rate=1.0)                        # the remaining pair: 6 in, 1 out
-    assert int(n) == 1 and sm.mask[0].nonzero().flatten().tolist() == [2, 3, 6, 8]
-    assert torch.equal(sm.mask, topk_mask(sm.scores, 4))
-    assert int(sm.update_mask(1.0)) == 0                # at the top-k: nothing to swap
-
-
 def test_update_mask_keeps_k_and_rate_one_is_topk():
     torch.manual_seed(2)
     model = SmallCNN(1, 10, (4, 8), 16)

@@ -27,6 +27,20 @@ from ..optim.member_step import member_step
 from ..penalties.adversarial_smoothness import adversarial_smoothness
 
 
+def q_step(qnet, features, opt, lrs: torch.Tensor, z: torch.Tensor, y: torch.Tensor, eps: torch.Tensor | None,
+           adv_weight: float, **adv) -> torch.Tensor:
+    """One step of every member on loss_r = mean (Q_r(s, a) - y)^2 [+ lambda * adversarial penalty_r] (eps None:
+    no penalty; adv: adversarial_smoothness's generator or pre-drawn start); returns the TD loss [R]."""
+    loss = (qnet(features(z)) - y).pow(2).mean((1, 2))
+    td = loss.detach()
+    if eps is not None:
+        loss = loss + adv_weight * adversarial_smoothness(lambda x: qnet(features(x)), z, eps, **adv)
+    opt.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    member_step(opt, lrs)
+    return td
+
+
 def fitted_q_iteration(qnet, features, sample_states, next_states, reward, gamma: float, iters: int, inner: int,
                        batch: int, lrs: torch.Tensor, eps: torch.Tensor | None = None, adv_weight: float = 1.0,
                        reward_scale: float = 1.0, probe: torch.Tensor | None = None, generator=None) -> dict:
@@ -51,13 +65,7 @@ def fitted_q_iteration(qnet, features, sample_states, next_states, reward, gamma
                 A = nxt.size(2)
                 q_next = target(features(nxt.flatten(1, 2))).amax(-1).view(R, batch, A)
                 y = reward_scale * reward(z)[None] + gamma * q_next            # [R, B, A]
-            loss = (qnet(features(z)) - y).pow(2).mean((1, 2))
-            td_sum += loss.detach()
-            if use_adv:
-                loss = loss + adv_weight * adversarial_smoothness(lambda x: qnet(features(x)), z, eps, generator)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            member_step(opt, lrs)
+            td_sum += q_step(qnet, features, opt, lrs, z, y, eps if use_adv else None, adv_weight, generator=generator)
         td.append(td_sum / inner)
         if probe is not None:
             with torch.no_grad():
@@ -100,15 +108,8 @@ def fitted_q_iteration_blocked(qnet, features, draw, next_states, reward, gamma:
             y_all = reward_scale * reward(z_all)[None] + gamma * q_next                  # [R, inner B, A]
         td_sum = torch.zeros(R, device=lrs.device)
         for i, z in enumerate(zs):
-            y = y_all[:, i * batch:(i + 1) * batch]
-            loss = (qnet(features(z)) - y).pow(2).mean((1, 2))
-            td_sum += loss.detach()
-            if use_adv:
-                loss = loss + adv_weight * adversarial_smoothness(lambda x: qnet(features(x)), z, eps,
-                                                                  start=starts[i])
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            member_step(opt, lrs)
+            td_sum += q_step(qnet, features, opt, lrs, z, y_all[:, i * batch:(i + 1) * batch],
+                             eps if use_adv else None, adv_weight, start=starts[i] if use_adv else None)
         td.append(td_sum / inner)
         if probe is not None:
             with torch.no_grad():
