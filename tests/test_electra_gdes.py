@@ -244,3 +244,73 @@ def test_class_hmm_posteriors_against_enumeration():
         torch.testing.assert_close(p_c[i], joint_c / joint_c.sum(1, keepdim=True))
     acc = h.bayes_accuracy(*h.sample(400, 4, torch.Generator().manual_seed(0)))
     assert 0 <= acc["topic"] <= 100 and 0 <= acc["tag"] <= 100 and acc["mean"] == (acc["tag"] + acc["topic"]) / 2
+
+
+@pytest.mark.parametrize("mode", ["nes", "es", "gdes"])
+def test_clip_grad_norms_clips_each_model_by_its_own_norm(mode):
+    """DeBERTaV3's decoupled training clips each model's gradient by itself; a table shared under ES is
+    the generator's. Oracle: the norms computed by hand before clipping, and the global clip."""
+    from reprolib.models.electra import clip_grad_norms_
+    torch.manual_seed(0)
+    model = Electra(*cfgs(), mode, mask_id=V - 1, rtd_weight=50.0)
+    x, masked = _batch()
+    torch.manual_seed(1)
+    model(x, masked).loss.backward()
+    gen = list(model.generator.parameters())
+    disc = [p for p in model.discriminator.parameters() if all(p is not q for q in gen)]
+    if mode == "es":
+        assert all(q is not model.generator.tok_emb.weight for q in disc)      # the shared table: generator's
+    if mode == "gdes":
+        assert any(p is model.discriminator.tok_emb.delta for p in disc)
+    norm = lambda ps: float(torch.stack([p.grad.norm() for p in ps if p.grad is not None]).norm())
+    before = [p.grad.clone() for p in model.parameters()]
+    g0, d0 = norm(gen), norm(disc)
+    assert d0 > 1.0                                                        # lambda = 50: the clip acts
+    got = clip_grad_norms_(model, 1.0)
+    assert float(got[0]) == pytest.approx(g0, rel=1e-5) and float(got[1]) == pytest.approx(d0, rel=1e-5)
+    assert norm(gen) == pytest.approx(min(1.0, g0), rel=1e-4)
+    assert norm(disc) == pytest.approx(1.0, rel=1e-4)
+    for p, b in zip(model.parameters(), before):                         # each group only rescaled
+        own = any(p is q for q in gen)
+        scale = min(1.0, 1.0 / (g0 if own else d0))
+        torch.testing.assert_close(p.grad, b * scale, rtol=1e-4, atol=1e-7)
+
+
+def test_context_free_replace():
+    from reprolib.models.electra import context_free_replace
+    x, masked = _batch(2)
+    probs = torch.zeros(V, dtype=torch.float64)
+    probs[[3, 7]] = 0.5
+    corrupted, labels = context_free_replace(x, masked, probs, torch.Generator().manual_seed(0))
+    assert torch.equal(corrupted[~masked], x[~masked]) and not labels[~masked].any()
+    assert torch.equal(labels, corrupted != x)
+    assert set(corrupted[masked].tolist()) <= {3, 7}
+
+
+def test_rtd_bayes_posterior_against_enumeration():
+    """p(label_t = 1 | corrupted) by summing the joint over every topic, class sequence and original word
+    sequence: p(z) p(c | z) p(w | c) prod_s [(1 - p) 1(o_s = w_s) + p r(o_s)], with the factor at t
+    replaced by p r(o_t) 1(o_t != w_t) for label_t = 1."""
+    import itertools
+    from reprolib.models.electra import rtd_bayes_posterior
+    h = data.class_hmm(vocab_size=4, n_classes=3, n_topics=2, classes_per_word=2, successors=2, topic_mix=0.6, seed=4)
+    r = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    p, T = 0.3, 3
+    o = torch.tensor([[0, 3, 1], [2, 2, 0]])
+    post = rtd_bayes_posterior(h, o, r, p)
+    for i in range(2):
+        total, repl = 0.0, torch.zeros(T, dtype=torch.float64)
+        for z in range(2):
+            for cs in itertools.product(range(3), repeat=T):
+                pc = h.start[cs[0]] / 2
+                for t in range(1, T):
+                    pc = pc * h.trans[z, cs[t - 1], cs[t]]
+                for ws in itertools.product(range(4), repeat=T):
+                    pw = pc * torch.prod(torch.stack([h.emit[cs[t], ws[t]] for t in range(T)]))
+                    ch = [(1 - p) * (int(o[i, t]) == ws[t]) + p * r[o[i, t]] for t in range(T)]
+                    total = total + pw * torch.prod(torch.stack([torch.as_tensor(c) for c in ch]))
+                    for t in range(T):
+                        if int(o[i, t]) != ws[t]:
+                            rest = [torch.as_tensor(ch[s]) for s in range(T) if s != t]
+                            repl[t] += pw * p * r[o[i, t]] * torch.prod(torch.stack(rest))
+        torch.testing.assert_close(post[i], repl / total)

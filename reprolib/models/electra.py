@@ -103,3 +103,50 @@ class Electra(nn.Module):
         rtd = F.binary_cross_entropy_with_logits(rtd_logits, labels)
         correct = (logits_m.argmax(-1) == x_m).float().mean()
         return ElectraOut(mlm + self.rtd_weight * rtd, mlm, rtd, corrupted, labels, rtd_logits, masked, correct)
+
+
+def clip_grad_norms_(model: Electra, max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip the generator's and the discriminator's gradients to total norm `max_norm` each, separately.
+
+    The official DeBERTaV3 pre-training (decoupled_training, the default of rtd_task.py) builds one
+    DistributedTrainer per model ('G' on the generator, 'D' on the discriminator), and each creates its own
+    optimizer over its own model's parameters with args.max_grad_norm (training/optimizer_utils.py,
+    create_xoptimizer), so each model's gradient is clipped by its own norm. A table shared under ES is the
+    generator's parameter (the discriminator reads it as a buffer), so it is clipped with the generator.
+    Under a single global clip with lambda = 50 the discriminator's gradient sets the scale for both.
+    Returns the two norms before clipping (tensors: no host sync)."""
+    gen = [p for p in model.generator.parameters() if p.grad is not None]
+    own = {id(p) for p in model.generator.parameters()}
+    disc = [p for p in model.discriminator.parameters() if id(p) not in own and p.grad is not None]
+    return (torch.nn.utils.clip_grad_norm_(gen, max_norm), torch.nn.utils.clip_grad_norm_(disc, max_norm))
+
+
+def context_free_replace(x: torch.Tensor, masked: torch.Tensor, probs: torch.Tensor,
+                         generator: torch.Generator | None = None):
+    """(x with every masked position replaced by an independent draw from `probs` (V,), the RTD labels
+    corrupted != x as bool). A corruption that does not depend on any generator: with `probs` the word
+    frequencies it is what a generator that has learned only the frequencies (the unigram plateau) produces."""
+    fill = torch.multinomial(probs.float(), x.numel(), replacement=True, generator=generator).view_as(x)
+    corrupted = torch.where(masked, fill, x)
+    return corrupted, corrupted != x
+
+
+@torch.no_grad()
+def rtd_bayes_posterior(hmm, corrupted: torch.Tensor, probs: torch.Tensor, replace_prob: float) -> torch.Tensor:
+    """Exact p(label_t = 1 | the whole corrupted sequence) (n, T) for a class HMM (data.class_hmm) whose
+    words were each, independently with probability `replace_prob`, replaced by a draw u from `probs`
+    (context_free_replace after mask_tokens; label = replaced and u != w). The corruption is a noisy
+    channel on the emissions, so the corrupted sequence is itself a class HMM with emissions
+        e~(o | c) = (1 - p) B[c, o] + p r(o),
+    whose exact class posteriors p(c_t | o) (forward-backward, mixed over topics) give
+        p(label_t = 1 | o) = sum_c p(c_t = c | o) p r(o_t) (1 - B[c, o_t]) / e~(o_t | c).
+    Its ROC AUC against the labels is the best any detector can reach on that copy (the Bayes AUC).
+    (mask_tokens' rule of at least one masked position per batch is ignored: one position in a batch.)"""
+    from ..data.class_hmm import ClassHMM
+    p = replace_prob
+    r = probs.to(hmm.emit)
+    noisy = (1 - p) * hmm.emit + p * r[None]
+    p_c = ClassHMM(hmm.start, hmm.trans, noisy, hmm.vocab_size, hmm.n_classes, hmm.n_topics).posteriors(corrupted)[1]
+    b = hmm.emit[:, corrupted].permute(1, 2, 0)                     # (n, T, K): B[c, o_t]
+    nb = noisy[:, corrupted].permute(1, 2, 0)
+    return (p_c * p * r[corrupted][..., None] * (1 - b) / nb).sum(-1)
