@@ -1,8 +1,9 @@
-"""LoRA / LoRA-XS / LoRA-SB adapters (reprolib.layers.lora) against closed forms.
+"""LoRA / LoRA-XS / LoRA-SB adapters (reprolib.layers.lora): plain LoRA against HF peft's LoRA layer
+(forward, gradients, initialisation), and all three against the identities they are defined by
+(peft has no LoRA-XS or LoRA-SB)."""
+import math
 
-peft (the trusted LoRA) installs with --no-deps but does not import without transformers,
-huggingface_hub and their own dependencies, so it is not used as an oracle here; the checks below
-are the identities the methods are defined by."""
+import pytest
 import torch
 from torch import nn
 
@@ -140,3 +141,29 @@ def test_bad_method_and_missing_grads_raise():
     assert B.shape == (5, 2) and R.shape == (2, 2) and A.shape == (2, 4)
     B, R, A = lora_xs_init(torch.randn(5, 4), 2)
     assert B.shape == (5, 2) and R.shape == (2, 2) and A.shape == (2, 4)
+
+
+# ---- plain LoRA against HF peft ------------------------------------------------------------------------
+def test_lora_matches_peft_forward_gradients_and_init():
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    d_in, d_out, r, alpha = 20, 12, 4, 8
+    net = nn.Sequential(nn.Linear(d_in, d_out)).double()
+    pm = peft.get_peft_model(net, peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=["0"], lora_dropout=0.0))
+    layer = pm.base_model.model[0]
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    # peft's init, which lora_init follows: B = 0, A Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(n), 1/sqrt(n))
+    assert torch.count_nonzero(B) == 0 and A.abs().max() <= 1 / math.sqrt(d_in)
+    B_ours, A_ours = lora_init(layer.base_layer.weight, r, generator=torch.Generator().manual_seed(0))
+    assert torch.count_nonzero(B_ours) == 0 and A_ours.shape == A.shape
+    assert A_ours.abs().max() <= 1 / math.sqrt(d_in) and A_ours.abs().max() > 0.8 / math.sqrt(d_in)
+    with torch.no_grad():
+        B.normal_(0, 0.3)                                     # B = 0 at init: move it so B A counts
+    ours = LoRALinear(layer.base_layer, B.detach(), A.detach(), scale=alpha / r).double()
+    x = torch.randn(2, 5, d_in, dtype=torch.float64)
+    y_peft, y = pm(x), ours(x)
+    torch.testing.assert_close(y, y_peft, rtol=1e-12, atol=1e-12)
+    d = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, [ours.A, ours.B], d), torch.autograd.grad(y_peft, [A, B], d)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(ours.delta_weight(), layer.get_delta_weight("default"))
